@@ -1,0 +1,48 @@
+// The BlockDevice interface: the one seam between o2fs and its storage (DESIGN.md §2).
+// Implementations: file.ts (regular file or block-device path), later iscsi and mirror.
+//
+// Contract every implementation keeps (and test/blockdev/suite.ts checks):
+// - offsets and lengths are byte counts, multiples of `sectorSize`, inside [0, sizeBytes);
+//   anything else rejects with BlockDeviceError code 'EINVAL' (misaligned) or 'ERANGE'.
+// - read resolves with a Buffer of exactly `length` bytes; write resolves once the device
+//   has the data (not necessarily durable); flush resolves once every write that resolved
+//   before flush was called is durable.
+// - concurrent requests are allowed; their order is the caller's business.
+// - after close every call rejects with code 'ECLOSED'.
+
+export type BlockDeviceErrorCode = 'EINVAL' | 'ERANGE' | 'EIO' | 'ECLOSED' | 'ENOENT' | 'EACCES' | 'EBUSY';
+
+export class BlockDeviceError extends Error {
+  readonly code: BlockDeviceErrorCode;
+  constructor(code: BlockDeviceErrorCode, message: string) {
+    super(message);
+    this.name = 'BlockDeviceError';
+    this.code = code;
+  }
+}
+
+export interface BlockDevice {
+  /** Human-readable identity: a path or URL. */
+  readonly name: string;
+  readonly sizeBytes: number;
+  /** Smallest unit of I/O: offsets and lengths must be multiples of it. */
+  readonly sectorSize: number;
+  readonly readOnly: boolean;
+  read(offsetBytes: number, lengthBytes: number): Promise<Buffer>;
+  write(offsetBytes: number, data: Buffer): Promise<void>;
+  flush(): Promise<void>;
+  close(): Promise<void>;
+}
+
+/** Checks an I/O request against the device's geometry; throws BlockDeviceError. */
+export function checkRange(dev: BlockDevice, offsetBytes: number, lengthBytes: number): void {
+  if (!Number.isSafeInteger(offsetBytes) || !Number.isSafeInteger(lengthBytes) || offsetBytes < 0 || lengthBytes < 0) {
+    throw new BlockDeviceError('EINVAL', `${dev.name}: bad I/O range offset=${offsetBytes} length=${lengthBytes}`);
+  }
+  if (offsetBytes % dev.sectorSize !== 0 || lengthBytes % dev.sectorSize !== 0) {
+    throw new BlockDeviceError('EINVAL', `${dev.name}: I/O not aligned to ${dev.sectorSize}-byte sectors (offset=${offsetBytes} length=${lengthBytes})`);
+  }
+  if (offsetBytes + lengthBytes > dev.sizeBytes) {
+    throw new BlockDeviceError('ERANGE', `${dev.name}: I/O beyond end of device (offset=${offsetBytes} length=${lengthBytes} size=${dev.sizeBytes})`);
+  }
+}

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Installs everything o2fs needs on a fresh Debian 12 machine (as root) and builds it.
+# Idempotent: a second run only checks that everything is there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# System packages: fuse3 (fusermount3, /dev/fuse helpers), attr (getfattr/setfattr for
+# tests), fio (data verification and benchmarks), bindfs and dbench (benchmark peers),
+# util-linux and iproute2 (mount, unshare, ip netns for the cluster harness).
+APT_PACKAGES=(fuse3 attr fio bindfs dbench util-linux iproute2 iptables procps)
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "setup: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q
+  apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+# /dev/fuse must exist for mounts (containers sometimes lack the node).
+if [ ! -e /dev/fuse ]; then
+  mknod -m 0666 /dev/fuse c 10 229 || echo "setup: warning: could not create /dev/fuse" >&2
+fi
+
+if [ ! -d node_modules ] || [ package.json -nt node_modules/.package-lock.json ]; then
+  npm install --no-audit --no-fund --loglevel=error
+fi
+npx tsc -p tsconfig.json
+echo "setup: done"
