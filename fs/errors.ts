@@ -1,0 +1,35 @@
+// Typed filesystem errors. Every layer throws FsError with a POSIX errno name; the FUSE
+// session maps it to a negative errno in exactly one place (fs/fuse/session.ts).
+import { constants } from 'node:os';
+
+export type Errno = keyof typeof constants.errno;
+
+export class FsError extends Error {
+  readonly errno: Errno;
+  constructor(errno: Errno, message?: string) {
+    super(message ? `${errno}: ${message}` : errno);
+    this.name = 'FsError';
+    this.errno = errno;
+  }
+  /** The positive errno number, e.g. 2 for ENOENT. */
+  get code(): number {
+    return constants.errno[this.errno];
+  }
+}
+
+/** Metadata that failed its checks on read (signature, block number, checksum, ranges). */
+export class CorruptionError extends FsError {
+  readonly blkno: number;
+  constructor(blkno: number, message: string) {
+    super('EIO', `corrupt metadata at block ${blkno}: ${message}`);
+    this.name = 'CorruptionError';
+    this.blkno = blkno;
+  }
+}
+
+export function errnoOf(err: unknown): number {
+  if (err instanceof FsError) return err.code;
+  const code = (err as { code?: unknown } | null)?.code;
+  if (typeof code === 'string' && code in constants.errno) return constants.errno[code as Errno];
+  return constants.errno.EIO;
+}

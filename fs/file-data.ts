@@ -1,0 +1,200 @@
+// File contents: inline data while small, then clusters mapped by the extent tree.
+// Holes read as zeros; unwritten extents (fallocate) read as zeros until written.
+// Data is written straight to its clusters before the transaction that points at them
+// commits (ordered data): a crash never exposes metadata pointing at unwritten clusters.
+import type { AllocContext } from './alloc';
+import { allocClusters, freeClusters } from './alloc';
+import { FsError } from './errors';
+import { DYN, EXTENT_FL, MAX_LEAF_CLUSTERS } from './format/constants';
+import type { ExtentRec } from './format/extent-list';
+import { Inode, inlineDataCapacity } from './format/inode';
+import { allRecords, freeTree, insertRecord, lookupFloor, recordsFrom, removeRecord, updateRecord } from './extent-tree';
+import { emptyExtentBody } from './inode-alloc';
+import type { Transaction } from './transaction';
+
+export function isInline(ino: Inode): boolean {
+  return (ino.dyn & DYN.inlineData) !== 0;
+}
+
+/** Makes a new empty regular file inline (when the volume and inode allow it). */
+export function initInlineFile(ino: Inode): void {
+  ino.dyn |= DYN.inlineData;
+  ino.body = { kind: 'inline', data: Buffer.alloc(0) };
+}
+
+/** The extent covering logical cluster `cpos`, or null for a hole. */
+export async function extentAt(tx: Transaction, ino: Inode, cpos: number): Promise<ExtentRec | null> {
+  const r = await lookupFloor(tx, ino, cpos);
+  return r && cpos < r.cpos + r.clusters ? r : null;
+}
+
+/** Maps clusters [cpos, cpos+count) that are holes to newly allocated clusters. */
+export async function allocateRange(tx: Transaction, ctx: AllocContext, ino: Inode, cpos: number, count: number, flags = 0): Promise<Array<{ cpos: number; run: { startCluster: number; clusters: number } }>> {
+  const made: Array<{ cpos: number; run: { startCluster: number; clusters: number } }> = [];
+  let c = cpos;
+  const end = cpos + count;
+  while (c < end) {
+    const cur = await extentAt(tx, ino, c);
+    if (cur) {
+      c = cur.cpos + cur.clusters;
+      continue;
+    }
+    // The hole runs to the next extent or the end of the range.
+    const [next] = await recordsFrom(tx, ino, c + 1, 1);
+    const holeEnd = Math.min(end, next ? next.cpos : end);
+    const want = Math.min(holeEnd - c, MAX_LEAF_CLUSTERS);
+    const prev = await lookupFloor(tx, ino, c - 1);
+    const hint = prev ? tx.vol.blockToCluster(prev.blkno) + prev.clusters : tx.vol.blockToCluster(ino.blkno);
+    const run = await allocClusters(tx, want, 1, hint);
+    await addExtent(tx, ctx, ino, { cpos: c, clusters: run.clusters, flags, blkno: tx.vol.clusterToBlock(run.startCluster) });
+    made.push({ cpos: c, run });
+    c += run.clusters;
+  }
+  return made;
+}
+
+/** Inserts a leaf record, merging it into the previous one when physically contiguous. */
+async function addExtent(tx: Transaction, ctx: AllocContext, ino: Inode, rec: ExtentRec): Promise<void> {
+  ino.clusters += rec.clusters;
+  const prev = rec.cpos > 0 ? await lookupFloor(tx, ino, rec.cpos - 1) : null;
+  const bpc = tx.vol.geo.blocksPerCluster;
+  if (prev && prev.cpos + prev.clusters === rec.cpos && prev.blkno + prev.clusters * bpc === rec.blkno && prev.flags === rec.flags && prev.clusters + rec.clusters <= MAX_LEAF_CLUSTERS) {
+    prev.clusters += rec.clusters;
+    await updateRecord(tx, ino, prev);
+  } else {
+    await insertRecord(tx, ctx, ino, rec);
+  }
+  tx.putInode(ino);
+}
+
+/** Frees every cluster at or beyond logical cluster `fromCpos`. */
+export async function truncateClusters(tx: Transaction, ino: Inode, fromCpos: number): Promise<void> {
+  if (isInline(ino)) return;
+  const recs = (await allRecords(tx, ino)).filter((r) => r.cpos + r.clusters > fromCpos);
+  for (const r of recs.reverse()) {
+    if (r.cpos >= fromCpos) {
+      await removeRecord(tx, ino, r.cpos);
+      await freeClusters(tx, tx.vol.blockToCluster(r.blkno), r.clusters);
+      ino.clusters -= r.clusters;
+    } else {
+      const keep = fromCpos - r.cpos;
+      await freeClusters(tx, tx.vol.blockToCluster(r.blkno) + keep, r.clusters - keep);
+      ino.clusters -= r.clusters - keep;
+      await updateRecord(tx, ino, { ...r, clusters: keep });
+    }
+  }
+  tx.putInode(ino);
+}
+
+/** Frees all data of an inode (inline or clusters) and its extent blocks. */
+export async function freeAllData(tx: Transaction, ino: Inode): Promise<void> {
+  if (isInline(ino)) {
+    ino.body = { kind: 'inline', data: Buffer.alloc(0) };
+    tx.putInode(ino);
+    return;
+  }
+  const recs = await freeTree(tx, ino);
+  for (const r of recs) await freeClusters(tx, tx.vol.blockToCluster(r.blkno), r.clusters);
+  ino.clusters = 0;
+  tx.putInode(ino);
+}
+
+/** Moves inline data out to clusters (the file is about to outgrow its inode). */
+async function uninline(tx: Transaction, ctx: AllocContext, ino: Inode): Promise<void> {
+  if (ino.body.kind !== 'inline') throw new Error('assertion: uninline of a non-inline inode');
+  const data = ino.body.data;
+  ino.dyn &= ~DYN.inlineData;
+  ino.body = emptyExtentBody(tx.bs, ino.xattrInlineBytes);
+  if (data.length > 0) {
+    const cs = tx.vol.geo.clusterSize;
+    await allocateRange(tx, ctx, ino, 0, 1);
+    const ext = (await extentAt(tx, ino, 0))!;
+    const buf = Buffer.alloc(cs);
+    data.copy(buf);
+    await tx.vol.writeData(ext.blkno, buf);
+  }
+  tx.putInode(ino);
+}
+
+/** Reads `length` bytes at `offset`, clipped to the file size. */
+export async function readFile(tx: Transaction, ino: Inode, offset: number, length: number): Promise<Buffer> {
+  const end = Math.min(ino.size, offset + length);
+  if (end <= offset) return Buffer.alloc(0);
+  if (ino.body.kind === 'inline') return Buffer.from(ino.body.data.subarray(offset, end));
+  const out = Buffer.alloc(end - offset);
+  const cs = tx.vol.geo.clusterSize;
+  const bs = tx.bs;
+  let pos = offset;
+  while (pos < end) {
+    const cpos = Math.floor(pos / cs);
+    const ext = await extentAt(tx, ino, cpos);
+    if (!ext) {
+      pos = Math.min(end, (cpos + 1) * cs);
+      continue;
+    }
+    const extEndByte = Math.min(end, (ext.cpos + ext.clusters) * cs);
+    if (ext.flags & EXTENT_FL.unwritten) {
+      pos = extEndByte;
+      continue;
+    }
+    const firstBlock = Math.floor(pos / bs);
+    const lastBlock = Math.ceil(extEndByte / bs);
+    const phys = ext.blkno + (firstBlock - ext.cpos * (cs / bs));
+    const data = await tx.vol.readData(phys, lastBlock - firstBlock);
+    data.copy(out, pos - offset, pos - firstBlock * bs, extEndByte - firstBlock * bs);
+    pos = extEndByte;
+  }
+  return out;
+}
+
+/** Writes `data` at `offset`, allocating clusters (zero-filled where partly written). */
+export async function writeFile(tx: Transaction, ctx: AllocContext, ino: Inode, offset: number, data: Buffer): Promise<void> {
+  const end = offset + data.length;
+  if (end > Number.MAX_SAFE_INTEGER) throw new FsError('EFBIG');
+  if (ino.body.kind === 'inline') {
+    if (end <= inlineDataCapacity(tx.bs, ino.xattrInlineBytes)) {
+      const cur = ino.body.data;
+      const next = Buffer.alloc(Math.max(cur.length, end));
+      cur.copy(next);
+      data.copy(next, offset);
+      ino.body = { kind: 'inline', data: next };
+      ino.size = Math.max(ino.size, end);
+      tx.putInode(ino);
+      return;
+    }
+    await uninline(tx, ctx, ino);
+  }
+  const cs = tx.vol.geo.clusterSize;
+  const bs = tx.bs;
+  const firstC = Math.floor(offset / cs);
+  const lastC = Math.ceil(end / cs);
+  const made = await allocateRange(tx, ctx, ino, firstC, lastC - firstC);
+  // New clusters only partly covered by this write are zero-filled first.
+  for (const m of made) {
+    for (const c of [m.cpos, m.cpos + m.run.clusters - 1]) {
+      const cStart = c * cs;
+      if (offset > cStart || end < cStart + cs) await tx.vol.writeData(tx.vol.clusterToBlock(m.run.startCluster + (c - m.cpos)), Buffer.alloc(cs));
+    }
+  }
+  let pos = offset;
+  while (pos < end) {
+    const cpos = Math.floor(pos / cs);
+    const ext = await extentAt(tx, ino, cpos);
+    if (!ext) throw new Error(`assertion: cluster ${cpos} of inode ${ino.blkno} not mapped after allocation`);
+    const chunkEnd = Math.min(end, (ext.cpos + ext.clusters) * cs);
+    const firstBlock = Math.floor(pos / bs);
+    const lastBlock = Math.ceil(chunkEnd / bs);
+    const phys = ext.blkno + (firstBlock - ext.cpos * (cs / bs));
+    let buf: Buffer;
+    if (pos % bs === 0 && chunkEnd % bs === 0) {
+      buf = data.subarray(pos - offset, chunkEnd - offset);
+    } else {
+      buf = await tx.vol.readData(phys, lastBlock - firstBlock);
+      data.copy(buf, pos - firstBlock * bs, pos - offset, chunkEnd - offset);
+    }
+    await tx.vol.writeData(phys, Buffer.from(buf));
+    pos = chunkEnd;
+  }
+  ino.size = Math.max(ino.size, end);
+  tx.putInode(ino);
+}

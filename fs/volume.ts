@@ -1,0 +1,197 @@
+// An open o2fs volume: geometry from the superblock, checked metadata reads, a bounded
+// block cache, and the system-file directory. Everything above (transactions, allocators,
+// directories, tools) reads metadata through here.
+import type { BlockDevice } from '../blockdev/types';
+import { CorruptionError, FsError } from './errors';
+import { BACKUP_SUPER_OFFSETS, BLOCK_SIZES, MAX_BACKUP_SUPERS, SIG, SUPERBLOCK_BLKNO, Signature } from './format/constants';
+import { verifyBlock } from './format/header';
+import { Superblock, checkSuperblock, unsupportedIncompat } from './format/superblock';
+
+const CACHE_BLOCKS_MAX = 16384;
+
+export interface Geometry {
+  blockSize: number;
+  clusterSize: number;
+  blocksPerCluster: number;
+  totalBlocks: number;
+  totalClusters: number;
+}
+
+export function geometryOf(sb: Superblock): Geometry {
+  const blockSize = 2 ** sb.blockSizeBits;
+  const clusterSize = 2 ** sb.clusterSizeBits;
+  return { blockSize, clusterSize, blocksPerCluster: clusterSize / blockSize, totalBlocks: sb.totalBlocks, totalClusters: sb.totalClusters };
+}
+
+/** Byte offsets of the backup superblocks a volume of this geometry carries. */
+export function backupSuperOffsets(totalBlocks: number, blockSize: number): number[] {
+  const sizeBytes = totalBlocks * blockSize;
+  return BACKUP_SUPER_OFFSETS.filter((o) => o + blockSize <= sizeBytes).slice(0, MAX_BACKUP_SUPERS);
+}
+
+export interface FoundSuper {
+  sb: Superblock;
+  blockSize: number;
+  /** Byte offset it was read from (8192 for the primary at 4 KiB blocks). */
+  offsetBytes: number;
+}
+
+/** Looks for a valid superblock at block 2 for each block size; throws the first error. */
+export async function findPrimarySuper(dev: BlockDevice): Promise<FoundSuper> {
+  let firstError: Error | null = null;
+  let sawSignature = false;
+  for (const bs of [...BLOCK_SIZES].reverse()) {
+    const off = SUPERBLOCK_BLKNO * bs;
+    if (off + bs > dev.sizeBytes || bs % dev.sectorSize !== 0) continue;
+    const buf = await dev.read(off, bs);
+    if (buf.toString('latin1', 0, 8) !== SIG.super) continue;
+    sawSignature = true;
+    try {
+      return { sb: checkSuperblock(buf, SUPERBLOCK_BLKNO, bs), blockSize: bs, offsetBytes: off };
+    } catch (e) {
+      firstError ??= e as Error;
+    }
+  }
+  if (firstError) throw firstError;
+  throw new CorruptionError(SUPERBLOCK_BLKNO, sawSignature ? 'no valid superblock' : `${dev.name}: no o2fs superblock found (not an o2fs volume?)`);
+}
+
+/** Looks for a valid backup superblock (for fsck when the primary is damaged). */
+export async function findBackupSuper(dev: BlockDevice): Promise<FoundSuper | null> {
+  for (const bs of [...BLOCK_SIZES].reverse()) {
+    for (const off of BACKUP_SUPER_OFFSETS) {
+      if (off + bs > dev.sizeBytes || bs % dev.sectorSize !== 0) continue;
+      const buf = await dev.read(off, bs);
+      if (buf.toString('latin1', 0, 8) !== SIG.super) continue;
+      try {
+        return { sb: checkSuperblock(buf, off / bs, bs), blockSize: bs, offsetBytes: off };
+      } catch {
+        // try the next copy
+      }
+    }
+  }
+  return null;
+}
+
+export class Volume {
+  readonly dev: BlockDevice;
+  sb: Superblock;
+  readonly geo: Geometry;
+  readonly readOnly: boolean;
+  private readonly cache = new Map<number, Buffer>();
+  private sysInodes: Map<string, number> | null = null;
+
+  constructor(dev: BlockDevice, sb: Superblock, readOnly: boolean) {
+    this.dev = dev;
+    this.sb = sb;
+    this.geo = geometryOf(sb);
+    this.readOnly = readOnly;
+    if (this.geo.totalBlocks * this.geo.blockSize > dev.sizeBytes) {
+      throw new CorruptionError(SUPERBLOCK_BLKNO, `volume claims ${this.geo.totalBlocks * this.geo.blockSize} bytes but ${dev.name} has ${dev.sizeBytes} (truncated image?)`);
+    }
+  }
+
+  /** Opens the volume on a device: finds and checks the superblock and feature bits. */
+  static async open(dev: BlockDevice, opts: { readOnly?: boolean } = {}): Promise<Volume> {
+    const { sb } = await findPrimarySuper(dev);
+    const unsupported = unsupportedIncompat(sb);
+    if (unsupported) throw new FsError('EINVAL', `volume uses unsupported incompatible features 0x${unsupported.toString(16)}`);
+    return new Volume(dev, sb, opts.readOnly ?? dev.readOnly);
+  }
+
+  get fsGeneration(): number {
+    return this.sb.fsGeneration;
+  }
+
+  blockOffset(blkno: number): number {
+    if (!Number.isSafeInteger(blkno) || blkno < 0 || blkno >= this.geo.totalBlocks) {
+      throw new CorruptionError(blkno, `block number out of range (volume has ${this.geo.totalBlocks} blocks)`);
+    }
+    return blkno * this.geo.blockSize;
+  }
+
+  clusterToBlock(cluster: number): number {
+    return cluster * this.geo.blocksPerCluster;
+  }
+
+  blockToCluster(blkno: number): number {
+    return Math.floor(blkno / this.geo.blocksPerCluster);
+  }
+
+  /** Reads a metadata block and verifies it; the returned buffer is a private copy. */
+  async readMeta(blkno: number, signature: Signature): Promise<Buffer> {
+    const cached = this.cache.get(blkno);
+    if (cached) {
+      if (cached.toString('latin1', 0, 8) !== signature) verifyBlock(cached, blkno, signature, this.fsGeneration);
+      this.cache.delete(blkno);
+      this.cache.set(blkno, cached);
+      return Buffer.from(cached);
+    }
+    const buf = await this.dev.read(this.blockOffset(blkno), this.geo.blockSize);
+    verifyBlock(buf, blkno, signature, this.fsGeneration);
+    this.remember(blkno, buf);
+    return Buffer.from(buf);
+  }
+
+  /** Writes sealed metadata blocks in place (the journal sits in front of this later). */
+  async writeMeta(blocks: Map<number, Buffer>): Promise<void> {
+    if (this.readOnly) throw new FsError('EROFS', 'volume is read-only');
+    const sorted = [...blocks.keys()].sort((a, b) => a - b);
+    for (const blkno of sorted) {
+      const buf = blocks.get(blkno)!;
+      if (buf.length !== this.geo.blockSize) throw new Error(`assertion: block ${blkno} image is ${buf.length} bytes`);
+      await this.dev.write(this.blockOffset(blkno), buf);
+      this.remember(blkno, Buffer.from(buf));
+    }
+  }
+
+  async readData(blkno: number, blocks: number): Promise<Buffer> {
+    this.blockOffset(blkno + blocks - 1);
+    return this.dev.read(this.blockOffset(blkno), blocks * this.geo.blockSize);
+  }
+
+  async writeData(blkno: number, data: Buffer): Promise<void> {
+    if (this.readOnly) throw new FsError('EROFS', 'volume is read-only');
+    if (data.length % this.geo.blockSize !== 0) throw new Error('assertion: data write not block aligned');
+    this.blockOffset(blkno + data.length / this.geo.blockSize - 1);
+    await this.dev.write(this.blockOffset(blkno), data);
+  }
+
+  forget(blkno: number): void {
+    this.cache.delete(blkno);
+  }
+
+  dropCaches(): void {
+    this.cache.clear();
+    this.sysInodes = null;
+  }
+
+  async flush(): Promise<void> {
+    await this.dev.flush();
+  }
+
+  private remember(blkno: number, buf: Buffer): void {
+    this.cache.delete(blkno);
+    this.cache.set(blkno, buf);
+    if (this.cache.size > CACHE_BLOCKS_MAX) this.cache.delete(this.cache.keys().next().value as number);
+  }
+
+  /** Block number of a system file by name ("global_bitmap", "journal:0001", ...). */
+  async systemInode(name: string): Promise<number> {
+    if (!this.sysInodes) {
+      const { listDirectory } = await import('./dir');
+      const { Transaction } = await import('./transaction');
+      const tx = new Transaction(this);
+      const map = new Map<string, number>();
+      for (const e of await listDirectory(tx, this.sb.systemDirBlkno)) map.set(e.name.toString('utf8'), e.ino);
+      this.sysInodes = map;
+    }
+    const blkno = this.sysInodes.get(name);
+    if (blkno === undefined) throw new CorruptionError(this.sb.systemDirBlkno, `system file ${name} is missing`);
+    return blkno;
+  }
+
+  setSystemInodes(map: Map<string, number>): void {
+    this.sysInodes = map;
+  }
+}
