@@ -8,14 +8,17 @@
 //   has the data (not necessarily durable); flush resolves once every write that resolved
 //   before flush was called is durable.
 // - concurrent requests are allowed; their order is the caller's business.
+// - a read-only device rejects write with code 'EROFS' (flush and read still work).
 // - after close every call rejects with code 'ECLOSED'.
 
-export type BlockDeviceErrorCode = 'EINVAL' | 'ERANGE' | 'EIO' | 'ECLOSED' | 'ENOENT' | 'EACCES' | 'EBUSY';
+// EEXIST: create asked for a path that already exists. EROFS: write to a read-only device.
+export type BlockDeviceErrorCode = 'EINVAL' | 'ERANGE' | 'EIO' | 'ECLOSED' | 'ENOENT' | 'EACCES' | 'EBUSY' | 'EEXIST' | 'EROFS';
 
 export class BlockDeviceError extends Error {
   readonly code: BlockDeviceErrorCode;
-  constructor(code: BlockDeviceErrorCode, message: string) {
-    super(message);
+  /** `options.cause` keeps the underlying error (e.g. a Node fs error) for diagnosis. */
+  constructor(code: BlockDeviceErrorCode, message: string, options?: ErrorOptions) {
+    super(message, options);
     this.name = 'BlockDeviceError';
     this.code = code;
   }

@@ -16,6 +16,7 @@ export interface NewInodeOptions {
   /** Reserve the volume's inline xattr area (user-visible inodes; not allocator files). */
   inlineXattr?: boolean;
   time?: Timespec;
+  sysFileId?: number;
 }
 
 export function nowTimespec(): Timespec {
@@ -57,6 +58,7 @@ export async function newInode(tx: Transaction, allocBlkno: number, slot: number
     rdev: o.rdev ?? 0,
     xattrBlkno: 0,
     orphanedSlot: NO_SLOT,
+    sysFileId: o.sysFileId ?? 0,
     id1a: 0,
     id1b: 0,
     parentBlkno: o.parentBlkno ?? 0,

@@ -9,12 +9,12 @@ import { FsError } from './errors';
 import {
   BLOCK_SIZES, FEATURE_COMPAT, FEATURE_INCOMPAT, FEATURE_RO_COMPAT, FORMAT_MAJOR, FORMAT_MINOR, FT, GLOBAL_SLOT,
   INODE_FL, LOCK_PROTO_MAJOR, LOCK_PROTO_MINOR, LOST_AND_FOUND, MAX_CLUSTER_SIZE, MAX_LEAF_CLUSTERS, MAX_NODES,
-  MAX_SLOTS, MIN_CLUSTER_SIZE, MIN_JOURNAL_BYTES, PER_SLOT_FILES, PerSlotFile, S_IFDIR, S_IFREG, SIG,
-  SUPERBLOCK_BLKNO, SYSFILE, StackLabel, slotFileName,
+  MAX_SLOTS, MIN_CLUSTER_SIZE, MIN_JOURNAL_BYTES, PER_SLOT_FILES, PerSlotFile, S_IFDIR, S_IFREG,
+  SUPERBLOCK_BLKNO, SYSFILE, StackLabel, slotFileName, sysFileId,
 } from './format/constants';
 import { GroupDesc, groupBitmapCapacityBits, setBit } from './format/group';
 import { encodeHeartbeat } from './format/heartbeat';
-import { Inode, chainCapacity, localAllocCapacityBits, truncateLogCapacity } from './format/inode';
+import { Inode, chainCapacity, truncateLogCapacity } from './format/inode';
 import { encodeJournalSuper } from './format/journal-super';
 import { encodeSlotMapBlock, slotsPerBlock } from './format/slot-map';
 import { Superblock, encodeSuperblock } from './format/superblock';
@@ -210,14 +210,16 @@ export async function mkfs(dev: BlockDevice, o: MkfsOptions = {}): Promise<Super
   const sysInode = (blkno: number, bit: number, flags: number, body: Inode['body']): Inode => ({
     blkno, fsGeneration: sb.fsGeneration, generation: randomInt(1, 0xffffffff), suballoc: { slot: GLOBAL_SLOT, bit, groupBlkno: giaGroupBlkno },
     mode: S_IFREG | 0o644, uid: 0, gid: 0, links: 1, size: 0, clusters: 0, flags: INODE_FL.valid | INODE_FL.system | flags, dyn: 0, xattrInlineBytes: 0,
-    attr: 0, atime: t, ctime: t, mtime: t, dtime: { sec: 0, nsec: 0 }, rdev: 0, xattrBlkno: 0, orphanedSlot: GLOBAL_SLOT, id1a: 0, id1b: 0, parentBlkno: 0, body, inlineXattr: Buffer.alloc(0),
+    attr: 0, atime: t, ctime: t, mtime: t, dtime: { sec: 0, nsec: 0 }, rdev: 0, xattrBlkno: 0, orphanedSlot: GLOBAL_SLOT, sysFileId: 0, id1a: 0, id1b: 0, parentBlkno: 0, body, inlineXattr: Buffer.alloc(0),
   });
   const bitmapIno = sysInode(bitmapInoBlkno, 1, INODE_FL.bitmap | INODE_FL.chain, { kind: 'chain', chain: { cpg, bpc: 1, count: chainCapacity(bs), recs } });
+  bitmapIno.sysFileId = sysFileId(SYSFILE.globalBitmap);
   bitmapIno.id1a = usedClusters;
   bitmapIno.id1b = totalClusters;
   bitmapIno.clusters = totalClusters;
   bitmapIno.size = totalClusters * cs;
   const giaIno = sysInode(giaInoBlkno, 2, INODE_FL.chain, { kind: 'chain', chain: { cpg: subCpg, bpc, count: chainCapacity(bs), recs: [{ free: giaBits - 3, total: giaBits, blkno: giaGroupBlkno }] } });
+  giaIno.sysFileId = sysFileId(SYSFILE.globalInodeAlloc);
   giaIno.id1a = 3;
   giaIno.id1b = giaBits;
   giaIno.clusters = subCpg;
@@ -233,15 +235,15 @@ export async function mkfs(dev: BlockDevice, o: MkfsOptions = {}): Promise<Super
 
   // 3. Everything else through the library.
   const ctx: AllocContext = { slot: GLOBAL_SLOT, inodeAllocBlkno: giaInoBlkno, extentAllocBlkno: giaInoBlkno };
-  const mkDir = async (parent: number | null, mode: number, system: boolean): Promise<Inode> => {
-    const d = await newInode(tx, giaInoBlkno, GLOBAL_SLOT, { mode: S_IFDIR | mode, uid: 0, gid: 0, flags: system ? INODE_FL.system : 0, inlineXattr: !system, time: t });
+  const mkDir = async (parent: number | null, mode: number, system: boolean, id = 0): Promise<Inode> => {
+    const d = await newInode(tx, giaInoBlkno, GLOBAL_SLOT, { mode: S_IFDIR | mode, uid: 0, gid: 0, flags: system ? INODE_FL.system : 0, inlineXattr: !system, time: t, sysFileId: id });
     initEmptyDir(d);
     d.links = 2;
     d.parentBlkno = parent ?? d.blkno;
     tx.putInode(d);
     return d;
   };
-  const sysDir = await mkDir(null, 0o755, true);
+  const sysDir = await mkDir(null, 0o755, true, sysFileId('systemDir'));
   sb.systemDirBlkno = sysDir.blkno;
   const link = async (name: string, ino: Inode): Promise<void> => {
     sys.set(name, ino.blkno);
@@ -258,8 +260,8 @@ export async function mkfs(dev: BlockDevice, o: MkfsOptions = {}): Promise<Super
   tx.putInode(root);
 
   // A system file whose data is one contiguous run of clusters.
-  const contiguousFile = async (name: string, flags: number, bytes: number): Promise<{ ino: Inode; firstBlock: number }> => {
-    const ino = await newInode(tx, giaInoBlkno, GLOBAL_SLOT, { mode: S_IFREG | 0o644, uid: 0, gid: 0, flags: INODE_FL.system | flags, time: t });
+  const contiguousFile = async (name: string, flags: number, bytes: number, id: number): Promise<{ ino: Inode; firstBlock: number }> => {
+    const ino = await newInode(tx, giaInoBlkno, GLOBAL_SLOT, { mode: S_IFREG | 0o644, uid: 0, gid: 0, flags: INODE_FL.system | flags, time: t, sysFileId: id });
     const clusters = Math.ceil(bytes / cs);
     const run = await allocClusters(tx, clusters, clusters, giaFirstCluster);
     const firstBlock = run.startCluster * bpc;
@@ -276,13 +278,13 @@ export async function mkfs(dev: BlockDevice, o: MkfsOptions = {}): Promise<Super
   };
 
   const smBlocks = Math.ceil(slots / slotsPerBlock(bs));
-  const sm = await contiguousFile(SYSFILE.slotMap, INODE_FL.slotMap, smBlocks * bs);
+  const sm = await contiguousFile(SYSFILE.slotMap, INODE_FL.slotMap, smBlocks * bs, sysFileId(SYSFILE.slotMap));
   for (let i = 0; i < smBlocks; i++) {
     const first = i * slotsPerBlock(bs);
     const n = Math.min(slotsPerBlock(bs), slots - first);
     tx.put(sm.firstBlock + i, encodeSlotMapBlock(Array.from({ length: n }, () => ({ inUse: false, nodeNum: 0, mountGeneration: 0 })), first, sm.firstBlock + i, sb.fsGeneration, bs));
   }
-  const hb = await contiguousFile(SYSFILE.heartbeat, INODE_FL.heartbeat, MAX_NODES * bs);
+  const hb = await contiguousFile(SYSFILE.heartbeat, INODE_FL.heartbeat, MAX_NODES * bs, sysFileId(SYSFILE.heartbeat));
   for (let n = 0; n < MAX_NODES; n++) {
     tx.put(hb.firstBlock + n, encodeHeartbeat({ blkno: hb.firstBlock + n, fsGeneration: sb.fsGeneration, seq: 0, nodeNum: n, deadMs: 0, hbGeneration: 0, timeMs: 0 }, bs));
   }
@@ -298,35 +300,34 @@ export async function mkfs(dev: BlockDevice, o: MkfsOptions = {}): Promise<Super
     switch (kind) {
       case SYSFILE.inodeAlloc:
       case SYSFILE.extentAlloc: {
-        const ino = await newInode(tx, giaInoBlkno, GLOBAL_SLOT, { mode: S_IFREG | 0o644, uid: 0, gid: 0, flags: INODE_FL.system | INODE_FL.chain, time: t });
+        const ino = await newInode(tx, giaInoBlkno, GLOBAL_SLOT, { mode: S_IFREG | 0o644, uid: 0, gid: 0, flags: INODE_FL.system | INODE_FL.chain, time: t, sysFileId: sysFileId(kind, slot) });
         ino.body = { kind: 'chain', chain: { cpg: subCpg, bpc, count: chainCapacity(bs), recs: [] } };
         tx.putInode(ino);
         await link(name, ino);
         return;
       }
       case SYSFILE.localAlloc: {
-        const ino = await newInode(tx, giaInoBlkno, GLOBAL_SLOT, { mode: S_IFREG | 0o644, uid: 0, gid: 0, flags: INODE_FL.system | INODE_FL.localAlloc, time: t });
+        const ino = await newInode(tx, giaInoBlkno, GLOBAL_SLOT, { mode: S_IFREG | 0o644, uid: 0, gid: 0, flags: INODE_FL.system | INODE_FL.localAlloc, time: t, sysFileId: sysFileId(kind, slot) });
         ino.body = { kind: 'localAlloc', la: { windowFirstCluster: 0, windowBits: 0, bitmap: Buffer.alloc(0) } };
-        void localAllocCapacityBits;
         tx.putInode(ino);
         await link(name, ino);
         return;
       }
       case SYSFILE.truncateLog: {
-        const ino = await newInode(tx, giaInoBlkno, GLOBAL_SLOT, { mode: S_IFREG | 0o644, uid: 0, gid: 0, flags: INODE_FL.system | INODE_FL.dealloc, time: t });
+        const ino = await newInode(tx, giaInoBlkno, GLOBAL_SLOT, { mode: S_IFREG | 0o644, uid: 0, gid: 0, flags: INODE_FL.system | INODE_FL.dealloc, time: t, sysFileId: sysFileId(kind, slot) });
         ino.body = { kind: 'truncateLog', count: truncateLogCapacity(bs), recs: [] };
         tx.putInode(ino);
         await link(name, ino);
         return;
       }
       case SYSFILE.journal: {
-        const j = await contiguousFile(name, INODE_FL.journal, plan.journalBytes);
+        const j = await contiguousFile(name, INODE_FL.journal, plan.journalBytes, sysFileId(kind, slot));
         const blocks = plan.journalBytes / bs;
         tx.put(j.firstBlock, encodeJournalSuper({ blkno: j.firstBlock, fsGeneration: sb.fsGeneration, totalBlocks: blocks, firstLogBlock: 1, sequence: 1, start: 0, startSequence: 0 }, bs));
         return;
       }
       case SYSFILE.orphanDir: {
-        const d = await mkDir(sysDir.blkno, 0o700, true);
+        const d = await mkDir(sysDir.blkno, 0o700, true, sysFileId(kind, slot));
         await link(name, d);
         sysDir.links += 1;
         tx.putInode(sysDir);
@@ -343,6 +344,5 @@ export async function mkfs(dev: BlockDevice, o: MkfsOptions = {}): Promise<Super
   await dev.write(SUPERBLOCK_BLKNO * bs, encodeSuperblock(sb, SUPERBLOCK_BLKNO));
   await dev.flush();
   progress('writing', 1, 1);
-  void SIG;
   return sb;
 }

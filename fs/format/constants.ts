@@ -154,6 +154,25 @@ export const SYSFILE = {
 export const PER_SLOT_FILES = [SYSFILE.inodeAlloc, SYSFILE.extentAlloc, SYSFILE.localAlloc, SYSFILE.truncateLog, SYSFILE.journal, SYSFILE.orphanDir] as const;
 export type PerSlotFile = (typeof PER_SLOT_FILES)[number];
 
+/** Kinds of system file, as stored in the inode's system_file_id (kind << 16 | slot). */
+export const SYSFILE_KINDS = [
+  'systemDir', SYSFILE.globalBitmap, SYSFILE.globalInodeAlloc, SYSFILE.slotMap, SYSFILE.heartbeat,
+  SYSFILE.inodeAlloc, SYSFILE.extentAlloc, SYSFILE.localAlloc, SYSFILE.truncateLog, SYSFILE.journal, SYSFILE.orphanDir,
+] as const;
+
+export function sysFileId(kind: (typeof SYSFILE_KINDS)[number], slot: number = NO_SLOT): number {
+  return ((SYSFILE_KINDS.indexOf(kind) + 1) << 16) | slot;
+}
+
+/** The system-dir name of a system file from its id, or null for an unknown id. */
+export function sysFileNameOfId(id: number): string | null {
+  const kind = SYSFILE_KINDS[(id >>> 16) - 1];
+  const slot = id & 0xffff;
+  if (!kind || kind === 'systemDir') return null;
+  if ((PER_SLOT_FILES as readonly string[]).includes(kind)) return slot === NO_SLOT ? null : slotFileName(kind as PerSlotFile, slot);
+  return slot === NO_SLOT ? kind : null;
+}
+
 export function slotFileName(name: PerSlotFile, slot: number): string {
   return `${name}:${String(slot).padStart(4, '0')}`;
 }

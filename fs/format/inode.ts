@@ -10,7 +10,8 @@
 //   0x78 atime_nsec u32, 0x7C ctime_nsec u32, 0x80 mtime_nsec u32, 0x84 dtime_nsec u32
 //   0x88 rdev u64
 //   0x90 xattr_blkno u64 (external xattr block, 0 = none)
-//   0x98 orphaned_slot u16, reserved u16, reserved u32
+//   0x98 orphaned_slot u16, reserved u16
+//   0x9C system_file_id u32 (system files: kind << 16 | slot, see sysFileId; else 0)
 //   0xA0 id1 (16 bytes): journal {flags u32, recovery_generation u32, reserved u64}
 //                        chain allocator {used u32, total u32, reserved u64}
 //   0xB0 parent_blkno u64 (directories: the ".." inode), reserved u64
@@ -97,6 +98,8 @@ export interface Inode {
   rdev: number;
   xattrBlkno: number;
   orphanedSlot: number;
+  /** Which system file this is (constants.sysFileId), 0 for ordinary inodes. */
+  sysFileId: number;
   /** Journal inodes: flags and recovery generation; chain allocators: used and total bits. */
   id1a: number;
   id1b: number;
@@ -153,6 +156,7 @@ export function encodeInode(ino: Inode, bs: number): Buffer {
   writeU64(buf, 0x88, ino.rdev);
   writeU64(buf, 0x90, ino.xattrBlkno);
   buf.writeUInt16LE(ino.orphanedSlot, 0x98);
+  buf.writeUInt32LE(ino.sysFileId >>> 0, 0x9c);
   buf.writeUInt32LE(ino.id1a >>> 0, 0xa0);
   buf.writeUInt32LE(ino.id1b >>> 0, 0xa4);
   writeU64(buf, 0xb0, ino.parentBlkno);
@@ -248,6 +252,7 @@ export function decodeInode(buf: Buffer): Inode {
     rdev: readU64(buf, 0x88),
     xattrBlkno: readU64(buf, 0x90),
     orphanedSlot: buf.readUInt16LE(0x98),
+    sysFileId: buf.readUInt32LE(0x9c),
     id1a: buf.readUInt32LE(0xa0),
     id1b: buf.readUInt32LE(0xa4),
     parentBlkno: readU64(buf, 0xb0),
