@@ -1,0 +1,71 @@
+// The byte pipe between a FuseSession and the kernel: one /dev/fuse descriptor.
+//
+// Reading: read(2) on /dev/fuse blocks until the kernel has a request, and Node offers no way to
+// poll a character device, so reads run on libuv's threadpool (fs.read). Each outstanding read
+// holds one threadpool thread for as long as the mount is idle; the session keeps a small fixed
+// number of them (FuseSessionOptions.readers, default 2). The process serving a mount should
+// therefore raise UV_THREADPOOL_SIZE (default 4) to readers + 1 notification writer + whatever
+// the filesystem's own fs/crypto work needs -- set it in the environment before Node starts,
+// or as the very first statement of the entry script, before any threadpool work.
+//
+// Writing a reply never blocks in the kernel (it copies into the waiting request), so replies
+// are written synchronously from the event loop: no threadpool slot, no reordering. A
+// notification may block (INVAL_INODE waits for page locks and writeback, INVAL_ENTRY for the
+// directory lock, possibly held by a request we have not answered yet), so notifications are
+// written on the threadpool and the event loop keeps serving.
+import * as fs from 'node:fs';
+
+export interface FuseChannel {
+  /** Reads one whole request into `buf`; resolves with its length. Rejects with an errno error (code 'ENODEV' = unmounted). */
+  read(buf: Buffer): Promise<number>;
+  /** Writes one reply as a single message. Throws an errno error (e.g. ENOENT: the request is gone). */
+  writeReply(chunks: readonly Buffer[]): void;
+  /** Writes one notification as a single message, off the event loop. */
+  writeNotify(chunks: readonly Buffer[]): Promise<void>;
+  close(): void;
+}
+
+export class DeviceChannel implements FuseChannel {
+  private closed = false;
+
+  constructor(readonly fd: number) {
+    if (!Number.isInteger(fd) || fd < 0) throw new RangeError(`bad /dev/fuse descriptor ${fd}`);
+  }
+
+  read(buf: Buffer): Promise<number> {
+    return new Promise((resolve, reject) => {
+      // position null: read(2), not pread(2) -- /dev/fuse has no file position.
+      fs.read(this.fd, buf, 0, buf.length, null, (err, bytesRead) => (err ? reject(err) : resolve(bytesRead)));
+    });
+  }
+
+  writeReply(chunks: readonly Buffer[]): void {
+    const expectedBytes = totalLength(chunks);
+    const writtenBytes = fs.writevSync(this.fd, chunks as Buffer[]);
+    // /dev/fuse takes a message whole or fails it; a short write would be a kernel bug.
+    if (writtenBytes !== expectedBytes) throw new Error(`short write to /dev/fuse: ${writtenBytes}/${expectedBytes}`);
+  }
+
+  writeNotify(chunks: readonly Buffer[]): Promise<void> {
+    const expectedBytes = totalLength(chunks);
+    return new Promise((resolve, reject) => {
+      fs.writev(this.fd, chunks as Buffer[], (err, writtenBytes) => {
+        if (err) reject(err);
+        else if (writtenBytes !== expectedBytes) reject(new Error(`short notify write: ${writtenBytes}/${expectedBytes}`));
+        else resolve();
+      });
+    });
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    fs.closeSync(this.fd);
+  }
+}
+
+export function totalLength(chunks: readonly Buffer[]): number {
+  let sum = 0;
+  for (const c of chunks) sum += c.length;
+  return sum;
+}
