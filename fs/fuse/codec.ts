@@ -16,8 +16,16 @@ const NS_PER_SEC = 1_000_000_000n;
 const U32_MAX = 0xffff_ffff;
 const U16_MAX = 0xffff;
 
+/** A request the kernel should never have sent: answered EINVAL, and logged. */
+export class MalformedRequestError extends FsError {
+  constructor(what: string) {
+    super('EINVAL', `malformed FUSE request: ${what}`);
+    this.name = 'MalformedRequestError';
+  }
+}
+
 function invalid(what: string): never {
-  throw new FsError('EINVAL', `malformed FUSE request: ${what}`);
+  throw new MalformedRequestError(what);
 }
 
 /** Throws EINVAL unless `body` holds at least `sizeBytes` bytes. */

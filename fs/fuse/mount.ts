@@ -45,6 +45,7 @@ const FUSE_DEVICE = '/dev/fuse';
 const FUSECTL_DIR = '/sys/fs/fuse/connections';
 const COMMAND_TIMEOUT_MS_DEFAULT = 10_000;
 const STDERR_KEPT_MAX_BYTES = 16 * 1024;
+const ABORT_ATTEMPTS_MAX = 3;
 
 function checkOptionValue(what: string, value: string): void {
   if (value.length === 0 || /[,\s\0=]/.test(value)) throw new RangeError(`${what} ${JSON.stringify(value)} may not be empty or contain , = NUL or spaces`);
@@ -113,7 +114,7 @@ export async function mountFuse(mountpoint: string, opts: MountFuseOptions): Pro
   return fd;
 }
 
-interface MountInfoLine {
+export interface MountInfoLine {
   mountpoint: string;
   fstype: string;
   /** st_dev of the mount: for FUSE, major 0 and minor = the connection id. */
@@ -182,14 +183,18 @@ function fusectlMounted(): boolean {
 export async function abortFuse(mountpoint: string, opts: { timeoutMs?: number } = {}): Promise<void> {
   const timeoutMs = opts.timeoutMs ?? COMMAND_TIMEOUT_MS_DEFAULT;
   const id = fuseConnectionId(mountpoint);
-  if (id !== undefined) {
+  // Another process may mount/unmount fusectl concurrently (it does the same dance): if our
+  // write finds no connection directory while fusectl is gone, try again, a bounded number of times.
+  for (let attempt = 1; id !== undefined && attempt <= ABORT_ATTEMPTS_MAX; attempt++) {
     const mountedHere = !fusectlMounted();
     if (mountedHere) await run('mount', ['-t', 'fusectl', 'fusectl', FUSECTL_DIR], ['ignore', 'ignore', 'pipe'], timeoutMs);
     try {
       await fs.promises.writeFile(path.join(FUSECTL_DIR, String(id), 'abort'), '1');
+      break;
     } catch (err) {
-      // ENOENT: the connection ended meanwhile. Anything else is worth knowing.
       if ((err as { code?: string }).code !== 'ENOENT') throw err;
+      // ENOENT with fusectl mounted: the connection ended meanwhile; nothing left to abort.
+      if (fusectlMounted()) break;
     } finally {
       if (mountedHere) await run('umount', ['-i', FUSECTL_DIR], ['ignore', 'ignore', 'pipe'], timeoutMs).catch(() => undefined);
     }

@@ -22,7 +22,11 @@ export const PROTOCOL_MINOR_MIN = 12;
 export const FUSE_ROOT_ID = 1;
 /** The kernel rejects a read(2) of /dev/fuse with a buffer smaller than this. */
 export const FUSE_MIN_READ_BUFFER_BYTES = 8192;
-/** Largest request the kernel may send besides data: header + write_in. */
+/**
+ * Room in a read buffer beyond the largest payload (max_write, or a 64 KiB xattr value) for
+ * the headers and names around it: fuse_in_header + fuse_write_in is 80 bytes, SETXATTR adds
+ * at most 8 + 256. The kernel fails requests that do not fit (E2BIG for SETXATTR).
+ */
 export const REQUEST_HEADER_ROOM_BYTES = 4096;
 /** Replies must carry -errno with 0 < errno < 512 (the kernel refuses -ERESTARTSYS and below). */
 export const ERRNO_REPLY_MAX = 511;

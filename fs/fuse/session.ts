@@ -20,7 +20,7 @@ import { constants as osConstants } from 'node:os';
 import { FsError, errnoOf } from '../errors';
 import { DeviceChannel, type FuseChannel } from './channel';
 import {
-  decodeInHeader, decodeInitIn, encodeInitOut, encodeNotifyDelete, encodeNotifyInvalEntry,
+  MalformedRequestError, decodeInHeader, decodeInitIn, encodeInitOut, encodeNotifyDelete, encodeNotifyInvalEntry,
   encodeNotifyInvalInode, encodeOutHeader, type InHeaderFields, readU64Number, requireBytes,
 } from './codec';
 import { HANDLERS, type HandlerEnv, type ReplyPayload } from './handlers';
@@ -28,7 +28,7 @@ import type { FuseOps, InitInfo, RequestContext } from './ops';
 import {
   BatchForgetIn, ERRNO_REPLY_MAX, EXPIRE_ONLY, FUSE_KERNEL_VERSION, ForgetIn, ForgetOne, InHeader,
   InitFlag, InterruptIn, NAME_MAX_BYTES, NotifyCode, Opcode, OutHeader, PROTOCOL_MINOR_MAX,
-  PROTOCOL_MINOR_MIN, REQUEST_HEADER_ROOM_BYTES, initFlagNames, opcodeName,
+  PROTOCOL_MINOR_MIN, REQUEST_HEADER_ROOM_BYTES, XATTR_SIZE_MAX_BYTES, initFlagNames, opcodeName,
 } from './protocol';
 
 const ERRNO = osConstants.errno;
@@ -98,6 +98,14 @@ function deferred<T>(): Deferred<T> {
   return { promise, resolve, reject };
 }
 
+function notifyName(name: Buffer | string): Buffer {
+  const bytes = typeof name === 'string' ? Buffer.from(name) : name;
+  if (bytes.length === 0 || bytes.length > NAME_MAX_BYTES) {
+    throw new FsError('ENAMETOOLONG', `notify name of ${bytes.length} bytes`);
+  }
+  return bytes;
+}
+
 function errCode(err: unknown): string | undefined {
   const code = (err as { code?: unknown } | null)?.code;
   return typeof code === 'string' ? code : undefined;
@@ -147,8 +155,9 @@ export class FuseSession {
       && this.maxWriteBytes <= MIB && this.maxWriteBytes % PAGE_BYTES === 0)) {
       throw new RangeError(`maxWriteBytes must be a multiple of ${PAGE_BYTES} in [${PAGE_BYTES}, ${MIB}], got ${this.maxWriteBytes}`);
     }
-    // The kernel refuses reads smaller than header + fuse_write_in + max_write.
-    this.readBufferBytes = this.maxWriteBytes + REQUEST_HEADER_ROOM_BYTES;
+    // The kernel refuses reads smaller than header + fuse_write_in + max_write; SETXATTR may
+    // carry a 64 KiB value whatever max_write is.
+    this.readBufferBytes = Math.max(this.maxWriteBytes, XATTR_SIZE_MAX_BYTES) + REQUEST_HEADER_ROOM_BYTES;
     this.readerCount = options.readers ?? 2;
     if (!(Number.isInteger(this.readerCount) && this.readerCount >= 1 && this.readerCount <= 16)) {
       throw new RangeError(`readers must be 1..16, got ${this.readerCount}`);
@@ -203,7 +212,7 @@ export class FuseSession {
    * for that request (e.g. page locks held by a READ we have not answered).
    */
   notifyInvalInode(ino: number, offsetBytes = 0, lengthBytes = 0): Promise<boolean> {
-    return this.notify(NotifyCode.INVAL_INODE, encodeNotifyInvalInode(ino, offsetBytes, lengthBytes));
+    return this.notify(NotifyCode.INVAL_INODE, () => encodeNotifyInvalInode(ino, offsetBytes, lengthBytes));
   }
 
   /**
@@ -212,31 +221,32 @@ export class FuseSession {
    * the kernel does not have `parent` cached.
    */
   notifyInvalEntry(parent: number, name: Buffer | string, options: { expireOnly?: boolean } = {}): Promise<boolean> {
-    const nameBytes = typeof name === 'string' ? Buffer.from(name) : name;
-    if (nameBytes.length === 0 || nameBytes.length > NAME_MAX_BYTES) {
-      return Promise.reject(new FsError('ENAMETOOLONG', `notify name of ${nameBytes.length} bytes`));
-    }
-    if (options.expireOnly && ((this.initInfo?.kernelFlags ?? 0n) & InitFlag.HAS_EXPIRE_ONLY) === 0n) {
-      return Promise.reject(new FsError('EOPNOTSUPP', 'kernel lacks FUSE_HAS_EXPIRE_ONLY'));
-    }
-    return this.notify(NotifyCode.INVAL_ENTRY, encodeNotifyInvalEntry(parent, nameBytes, options.expireOnly ? EXPIRE_ONLY : 0));
+    return this.notify(NotifyCode.INVAL_ENTRY, () => {
+      if (options.expireOnly && ((this.initInfo?.kernelFlags ?? 0n) & InitFlag.HAS_EXPIRE_ONLY) === 0n) {
+        throw new FsError('EOPNOTSUPP', 'kernel lacks FUSE_HAS_EXPIRE_ONLY');
+      }
+      return encodeNotifyInvalEntry(parent, notifyName(name), options.expireOnly ? EXPIRE_ONLY : 0);
+    });
   }
 
   /** FUSE_NOTIFY_DELETE: `name` in `parent` (inode `child`) is gone; like INVAL_ENTRY but also tells open dirs. */
   notifyDelete(parent: number, child: number, name: Buffer | string): Promise<boolean> {
-    const nameBytes = typeof name === 'string' ? Buffer.from(name) : name;
-    if (nameBytes.length === 0 || nameBytes.length > NAME_MAX_BYTES) {
-      return Promise.reject(new FsError('ENAMETOOLONG', `notify name of ${nameBytes.length} bytes`));
-    }
-    return this.notify(NotifyCode.DELETE, encodeNotifyDelete(parent, child, nameBytes));
+    return this.notify(NotifyCode.DELETE, () => encodeNotifyDelete(parent, child, notifyName(name)));
   }
 
-  private notify(code: number, payload: Buffer): Promise<boolean> {
+  /** Queues one notification. Bad arguments (range, name length) reject; they never throw. */
+  private notify(code: number, makePayload: () => Buffer): Promise<boolean> {
     if (this.state !== 'running' || !this.initInfo) {
       return Promise.reject(new FsError('ENOTCONN', 'FUSE session not connected'));
     }
     if (this.notifyQueued >= NOTIFY_QUEUE_MAX) {
       return Promise.reject(new FsError('EAGAIN', `${NOTIFY_QUEUE_MAX} notifications already queued`));
+    }
+    let payload: Buffer;
+    try {
+      payload = makePayload();
+    } catch (err) {
+      return Promise.reject(err instanceof FsError ? err : new FsError('EINVAL', (err as Error).message));
     }
     this.notifyQueued += 1;
     const header = encodeOutHeader(OutHeader.size + payload.length, code, 0n);
@@ -578,6 +588,7 @@ export class FuseSession {
   }
 
   private errnoFor(err: unknown, what: string): number {
+    if (err instanceof MalformedRequestError) this.log(`o2fs fuse: ${what}: ${err.message}`);
     if (err instanceof FsError) return err.code;
     if ((err as Error | null)?.name === 'AbortError') return ERRNO.EINTR;
     const code = errCode(err);
