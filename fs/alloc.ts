@@ -93,12 +93,31 @@ export async function allocClusters(tx: Transaction, want: number, min = 1, hint
     if (!run && from > 0) run = findFreeRun(g.bitmap, g.bits, 0, min, want);
     if (!run) continue;
     if (!best || run.len > best.len) best = { g, gi, start: run.start, len: run.len };
-    if (run.len === want) break;
+    // Runs never cross a group, so a run as long as the group's free space is the best
+    // this search can do; stop rather than read every group of a large volume.
+    if (run.len === want || run.len >= g.free) break;
   }
   if (!best) throw new FsError('ENOSPC', `no run of ${min} free clusters`);
   for (let i = 0; i < best.len; i++) setBit(best.g.bitmap, best.start + i);
   await updateCounts(tx, bitmapBlkno, best.g, best.len);
   return { startCluster: best.gi * chain.cpg + best.start, clusters: best.len };
+}
+
+/**
+ * Allocates `clusters` clusters in as few runs as the bitmap allows (runs never cross a
+ * bitmap group, so a large file such as a journal may need several).
+ */
+export async function allocClusterRuns(tx: Transaction, clusters: number, hintCluster = 0): Promise<ClusterRun[]> {
+  const runs: ClusterRun[] = [];
+  let left = clusters;
+  let hint = hintCluster;
+  while (left > 0) {
+    const run = await allocClusters(tx, left, 1, hint);
+    runs.push(run);
+    left -= run.clusters;
+    hint = run.startCluster + run.clusters;
+  }
+  return runs;
 }
 
 /** Returns clusters to the global bitmap; they must all be allocated. */

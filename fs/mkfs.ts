@@ -3,7 +3,7 @@
 // calls a mount uses, so whatever mkfs writes, fsck checks with the same rules.
 import { randomBytes, randomInt } from 'node:crypto';
 import type { BlockDevice } from '../blockdev/types';
-import { AllocContext, allocClusters, suballocGroupClusters } from './alloc';
+import { AllocContext, allocClusterRuns, suballocGroupClusters } from './alloc';
 import { dirInsert, initEmptyDir } from './dir';
 import { FsError } from './errors';
 import {
@@ -12,7 +12,7 @@ import {
   MAX_SLOTS, MIN_CLUSTER_SIZE, MIN_JOURNAL_BYTES, PER_SLOT_FILES, PerSlotFile, S_IFDIR, S_IFREG,
   SUPERBLOCK_BLKNO, SYSFILE, StackLabel, slotFileName, sysFileId,
 } from './format/constants';
-import { GroupDesc, groupBitmapCapacityBits, setBit } from './format/group';
+import { GroupDesc, encodeGroup, groupBitmapCapacityBits, setBit } from './format/group';
 import { encodeHeartbeat } from './format/heartbeat';
 import { Inode, chainCapacity, truncateLogCapacity } from './format/inode';
 import { encodeJournalSuper } from './format/journal-super';
@@ -224,14 +224,20 @@ export async function mkfs(dev: BlockDevice, o: MkfsOptions = {}): Promise<Super
   giaIno.id1b = giaBits;
   giaIno.clusters = subCpg;
   giaIno.size = subCpg * cs;
-  for (const g of groups) tx.putGroup(g);
+  // Bitmap groups go straight to disk (a large volume has more than a transaction holds);
+  // nothing points at them until the superblock is written last.
+  for (let i = 0; i < groups.length; i += 1024) {
+    const batch = new Map<number, Buffer>();
+    for (const g of groups.slice(i, i + 1024)) batch.set(g.blkno, encodeGroup(g, bs));
+    await vol.writeMeta(batch);
+    progress('bitmap', Math.min(groups.length, i + 1024), groups.length);
+  }
   tx.putGroup({ blkno: giaGroupBlkno, fsGeneration: sb.fsGeneration, generation: giaIno.generation, bits: giaBits, free: giaBits - 3, chain: 0, nextGroupBlkno: 0, parentBlkno: giaInoBlkno, bitmap: giaBitmap });
   tx.putInode(bitmapIno);
   tx.putInode(giaIno);
   sys.set(SYSFILE.globalBitmap, bitmapInoBlkno);
   sys.set(SYSFILE.globalInodeAlloc, giaInoBlkno);
   vol.setSystemInodes(sys);
-  progress('bitmap', 1, 1);
 
   // 3. Everything else through the library.
   const ctx: AllocContext = { slot: GLOBAL_SLOT, inodeAllocBlkno: giaInoBlkno, extentAllocBlkno: giaInoBlkno };
@@ -259,32 +265,36 @@ export async function mkfs(dev: BlockDevice, o: MkfsOptions = {}): Promise<Super
   root.links += 1;
   tx.putInode(root);
 
-  // A system file whose data is one contiguous run of clusters.
-  const contiguousFile = async (name: string, flags: number, bytes: number, id: number): Promise<{ ino: Inode; firstBlock: number }> => {
+  // A system file whose data is mapped by a flat extent list in the inode: one run for
+  // small files (slot map, heartbeat), a few for journals larger than a bitmap group.
+  const preallocatedFile = async (name: string, flags: number, bytes: number, id: number): Promise<{ ino: Inode; firstBlock: number }> => {
     const ino = await newInode(tx, giaInoBlkno, GLOBAL_SLOT, { mode: S_IFREG | 0o644, uid: 0, gid: 0, flags: INODE_FL.system | flags, time: t, sysFileId: id });
     const clusters = Math.ceil(bytes / cs);
-    const run = await allocClusters(tx, clusters, clusters, giaFirstCluster);
-    const firstBlock = run.startCluster * bpc;
+    const runs = await allocClusterRuns(tx, clusters, giaFirstCluster);
     if (ino.body.kind !== 'extents') throw new Error('assertion: new inode without extent list');
-    for (let c = 0; c < clusters; c += MAX_LEAF_CLUSTERS) {
-      ino.body.list.records.push({ cpos: c, clusters: Math.min(MAX_LEAF_CLUSTERS, clusters - c), flags: 0, blkno: firstBlock + c * bpc });
+    let cpos = 0;
+    for (const run of runs) {
+      for (let c = 0; c < run.clusters; c += MAX_LEAF_CLUSTERS) {
+        ino.body.list.records.push({ cpos: cpos + c, clusters: Math.min(MAX_LEAF_CLUSTERS, run.clusters - c), flags: 0, blkno: (run.startCluster + c) * bpc });
+      }
+      cpos += run.clusters;
     }
-    if (ino.body.list.records.length > ino.body.list.count) throw new FsError('ENOSPC', `${name} is too large for one extent list`);
+    if (ino.body.list.records.length > ino.body.list.count) throw new FsError('ENOSPC', `${name} is too fragmented for one extent list`);
     ino.clusters = clusters;
     ino.size = bytes;
     tx.putInode(ino);
     await link(name, ino);
-    return { ino, firstBlock };
+    return { ino, firstBlock: runs[0].startCluster * bpc };
   };
 
   const smBlocks = Math.ceil(slots / slotsPerBlock(bs));
-  const sm = await contiguousFile(SYSFILE.slotMap, INODE_FL.slotMap, smBlocks * bs, sysFileId(SYSFILE.slotMap));
+  const sm = await preallocatedFile(SYSFILE.slotMap, INODE_FL.slotMap, smBlocks * bs, sysFileId(SYSFILE.slotMap));
   for (let i = 0; i < smBlocks; i++) {
     const first = i * slotsPerBlock(bs);
     const n = Math.min(slotsPerBlock(bs), slots - first);
     tx.put(sm.firstBlock + i, encodeSlotMapBlock(Array.from({ length: n }, () => ({ inUse: false, nodeNum: 0, mountGeneration: 0 })), first, sm.firstBlock + i, sb.fsGeneration, bs));
   }
-  const hb = await contiguousFile(SYSFILE.heartbeat, INODE_FL.heartbeat, MAX_NODES * bs, sysFileId(SYSFILE.heartbeat));
+  const hb = await preallocatedFile(SYSFILE.heartbeat, INODE_FL.heartbeat, MAX_NODES * bs, sysFileId(SYSFILE.heartbeat));
   for (let n = 0; n < MAX_NODES; n++) {
     tx.put(hb.firstBlock + n, encodeHeartbeat({ blkno: hb.firstBlock + n, fsGeneration: sb.fsGeneration, seq: 0, nodeNum: n, deadMs: 0, hbGeneration: 0, timeMs: 0 }, bs));
   }
@@ -321,7 +331,7 @@ export async function mkfs(dev: BlockDevice, o: MkfsOptions = {}): Promise<Super
         return;
       }
       case SYSFILE.journal: {
-        const j = await contiguousFile(name, INODE_FL.journal, plan.journalBytes, sysFileId(kind, slot));
+        const j = await preallocatedFile(name, INODE_FL.journal, plan.journalBytes, sysFileId(kind, slot));
         const blocks = plan.journalBytes / bs;
         tx.put(j.firstBlock, encodeJournalSuper({ blkno: j.firstBlock, fsGeneration: sb.fsGeneration, totalBlocks: blocks, firstLogBlock: 1, sequence: 1, start: 0, startSequence: 0 }, bs));
         return;

@@ -53,7 +53,8 @@ export async function findPrimarySuper(dev: BlockDevice): Promise<FoundSuper> {
     }
   }
   if (firstError) throw firstError;
-  throw new CorruptionError(SUPERBLOCK_BLKNO, sawSignature ? 'no valid superblock' : `${dev.name}: no o2fs superblock found (not an o2fs volume?)`);
+  if (sawSignature) throw new CorruptionError(SUPERBLOCK_BLKNO, 'no valid superblock');
+  throw new FsError('EINVAL', `${dev.name}: no o2fs superblock found (not an o2fs volume?)`);
 }
 
 /** Looks for a valid backup superblock (for fsck when the primary is damaged). */

@@ -266,7 +266,11 @@ export async function rebuildGlobalBitmap(st: FsckState, bitmapIno: Inode): Prom
     rewrite = true;
   }
   if (!rewrite) return;
-  for (const g of groups) st.tx.putGroup(g);
+  for (const g of groups) {
+    const disk = await st.tx.getGroup(g.blkno).catch(() => null);
+    const same = disk && disk.free === g.free && disk.nextGroupBlkno === g.nextGroupBlkno && disk.chain === g.chain && disk.bits === g.bits && disk.parentBlkno === g.parentBlkno && disk.bitmap.equals(g.bitmap);
+    if (!same) st.tx.putGroup(g);
+  }
   bitmapIno.body = { kind: 'chain', chain: { cpg, bpc: 1, count: chainCapacity(bs), recs } };
   bitmapIno.id1a = used;
   bitmapIno.id1b = totalClusters;

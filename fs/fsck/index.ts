@@ -67,7 +67,7 @@ async function run(dev: BlockDevice, opts: FsckOptions, report: Report): Promise
   try {
     sb = (await findPrimarySuper(dev)).sb;
   } catch (e) {
-    if (!(e instanceof CorruptionError)) throw e;
+    if (!(e instanceof FsError)) throw e;
     const backup = await findBackupSuper(dev);
     if (!backup) throw new OperationalError(`${e.message}; no usable backup superblock either`);
     report.problem(`primary superblock: ${e.message}; using the backup at byte ${backup.offsetBytes}`, true);

@@ -43,7 +43,7 @@ export class FsckState {
   }
 
   clusterUsed(c: number): boolean {
-    return (this.usedClusters[c >> 3] & (1 << (c & 7))) !== 0;
+    return (this.usedClusters[Math.floor(c / 8)] & (1 << c % 8)) !== 0;
   }
 
   /** Marks clusters in use; returns false (after reporting) when any was already in use. */
@@ -55,11 +55,12 @@ export class FsckState {
     for (let c = start; c < start + count; c++) {
       if (this.clusterUsed(c)) {
         // Undo the part claimed so far, so the caller can drop the whole run.
-        for (let u = start; u < c; u++) this.usedClusters[u >> 3] &= ~(1 << (u & 7));
+        for (let u = start; u < c; u++) this.usedClusters[Math.floor(u / 8)] &= ~(1 << u % 8);
         this.report.problem(`${what}: cluster ${c} is also used by another object (cross-linked)`, true);
         return false;
       }
-      this.usedClusters[c >> 3] |= 1 << (c & 7);
+      // Cluster numbers reach 2^32: no 32-bit shifts on them.
+      this.usedClusters[Math.floor(c / 8)] |= 1 << c % 8;
     }
     return true;
   }
