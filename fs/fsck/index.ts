@@ -213,7 +213,7 @@ async function run(dev: BlockDevice, opts: FsckOptions, report: Report): Promise
 
   // Pass 2: system files with structure of their own.
   await checkSlotMap(st, sys.get(SYSFILE.slotMap), opts);
-  await checkHeartbeat(st, sys.get(SYSFILE.heartbeat));
+  await checkHeartbeat(st, sys.get(SYSFILE.heartbeat), opts);
   for (let s = 0; s < sb.maxSlots; s++) {
     await checkJournal(st, sys.get(slotFileName(SYSFILE.journal, s)), s);
     const la = sys.get(slotFileName(SYSFILE.localAlloc, s));
@@ -536,16 +536,29 @@ async function checkSlotMap(st: FsckState, ino: Inode | undefined, opts: FsckOpt
   }
 }
 
-async function checkHeartbeat(st: FsckState, ino: Inode | undefined): Promise<void> {
+/** A heartbeat this recent means the node may be alive: the volume is in use. */
+const HEARTBEAT_RECENT_MS_MIN = 30_000;
+
+async function checkHeartbeat(st: FsckState, ino: Inode | undefined, opts: FsckOptions): Promise<void> {
   if (!ino || ino.body.kind !== 'extents' || ino.body.list.records.length === 0) return;
   const first = ino.body.list.records[0].blkno;
+  const live: string[] = [];
   for (let n = 0; n < MAX_NODES; n++) {
     const buf = await readTolerant(st, first + n, SIG.heartbeat, `heartbeat block of node ${n}`);
     const hb = buf ? decodeHeartbeat(buf) : null;
+    if (hb && hb.seq !== 0) {
+      const ageMs = Date.now() - hb.timeMs;
+      if (ageMs < Math.max(HEARTBEAT_RECENT_MS_MIN, 2 * hb.deadMs)) live.push(`node ${n} (heartbeat ${Math.max(0, Math.round(ageMs / 1000))} s ago)`);
+    }
     if (!hb || hb.nodeNum !== n) {
       if (hb) st.report.problem(`heartbeat block ${first + n} names node ${hb.nodeNum}, expected ${n}`, true);
       st.tx.put(first + n, encodeHeartbeat({ blkno: first + n, fsGeneration: st.vol.fsGeneration, seq: 0, nodeNum: n, deadMs: 0, hbGeneration: 0, timeMs: 0 }, st.vol.geo.blockSize));
     }
+  }
+  if (live.length > 0) {
+    const msg = `nodes are heartbeating on this volume: ${live.join(', ')}`;
+    if (opts.repair && !opts.force) throw new OperationalError(`${msg}; it is in use, refusing to repair (force with -f only if those nodes are down)`);
+    st.report.info(`warning: ${msg}`);
   }
 }
 

@@ -114,3 +114,34 @@ t.test('not a volume, truncated volume, future features: operational errors', as
   t.match(lines.join('\n'), /truncated image/);
   await dev.close();
 });
+
+t.test('a volume in use (slot taken, or a live heartbeat) is not repaired unless forced', async (t) => {
+  const { Volume: V } = await import('../../fs/volume');
+  const { Transaction: Tx } = await import('../../fs/transaction');
+  const { encodeHeartbeat } = await import('../../fs/format/heartbeat');
+  const { encodeSlotMapBlock } = await import('../../fs/format/slot-map');
+  const img = path.join(dir, 'inuse.img');
+  await makeVolume(img, 128 << 20, { journalBytes: 4 << 20 });
+  const dev = await openFileDevice(img, {});
+  const vol = await V.open(dev);
+  const tx = new Tx(vol);
+  const hb = await tx.getInode(await vol.systemInode('heartbeat'));
+  const sm = await tx.getInode(await vol.systemInode('slot_map'));
+  if (hb.body.kind !== 'extents' || sm.body.kind !== 'extents') throw new Error('unexpected layout');
+  const hbBlk = hb.body.list.records[0].blkno + 7;
+  await dev.write(hbBlk * 4096, encodeHeartbeat({ blkno: hbBlk, fsGeneration: vol.fsGeneration, seq: 5, nodeNum: 7, deadMs: 8000, hbGeneration: 1, timeMs: Date.now() }, 4096));
+  let lines: string[] = [];
+  let r = await fsck(dev, { repair: true, log: (l) => lines.push(l) });
+  t.equal(r.exitCode, 8, 'live heartbeat: refused');
+  t.match(lines.join('\n'), /node 7 \(heartbeat/);
+  t.equal((await fsck(dev, { repair: false, log: () => undefined })).exitCode, 0, 'a read-only check still runs');
+  t.equal((await fsck(dev, { repair: true, force: true, log: () => undefined })).exitCode, 0, 'forced');
+  await dev.write(hbBlk * 4096, encodeHeartbeat({ blkno: hbBlk, fsGeneration: vol.fsGeneration, seq: 5, nodeNum: 7, deadMs: 8000, hbGeneration: 1, timeMs: Date.now() - 3_600_000 }, 4096));
+  const smBlk = sm.body.list.records[0].blkno;
+  await dev.write(smBlk * 4096, encodeSlotMapBlock([{ inUse: false, nodeNum: 0, mountGeneration: 0 }, { inUse: true, nodeNum: 3, mountGeneration: 9 }], 0, smBlk, vol.fsGeneration, 4096));
+  lines = [];
+  r = await fsck(dev, { repair: true, log: (l) => lines.push(l) });
+  t.equal(r.exitCode, 8, 'slot in use: refused');
+  t.match(lines.join('\n'), /slot 1 \(node 3\)/);
+  await dev.close();
+});

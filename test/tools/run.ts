@@ -18,7 +18,7 @@ export interface RunResult {
   err: string;
 }
 
-export function runTool(script: 'mkfs' | 'debugfs' | 'o2fs', args: string[], opts: { input?: string | Buffer; env?: Record<string, string> } = {}): RunResult {
+export function runTool(script: 'mkfs' | 'debugfs' | 'fsck' | 'o2fs', args: string[], opts: { input?: string | Buffer; env?: Record<string, string> } = {}): RunResult {
   const env: NodeJS.ProcessEnv = { ...process.env, ...opts.env };
   if (!opts.env?.O2FS_DEBUG) delete env.O2FS_DEBUG;
   const r = spawnSync(process.execPath, [path.join(TOOLS_DIR, `${script}.js`), ...args], {

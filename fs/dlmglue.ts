@@ -1,0 +1,205 @@
+// dlmglue: the cluster lock cache between the filesystem and stackglue. A granted level
+// stays held after use (the next local use costs nothing); it is given up only when
+// another node asks (onBlocking), once no local holder conflicts, after the resource's
+// downconvert hook has made the disk say what our caches say (flush, checkpoint,
+// invalidate). This is the first cut: BUSY/PENDING cancel races and recovery waits come
+// with cluster mounts (issue 6).
+import { FsError } from './errors';
+import {
+  ClusterConnection, LKF, LOCK_STATUS, Lksb, LockMode, MODE_ORDER, StackCallbacks, compatible, newLksb,
+} from '../stackglue/types';
+
+const WAIT_MS_MAX = 10 * 60_000;
+
+export interface LockResOptions {
+  /** The resource carries a value block (the stack gets/puts it on grants/downconverts). */
+  usesLvb?: boolean;
+  /** Runs before the level drops to `to`: write back and invalidate what the lock covers. */
+  onDownconvert?: (to: LockMode) => Promise<void>;
+}
+
+export class LockRes {
+  readonly name: string;
+  readonly lksb: Lksb;
+  readonly opts: LockResOptions;
+  holdersPr = 0;
+  holdersEx = 0;
+  /** Highest level another node asked for, or null. */
+  blocking: LockMode | null = null;
+  busy = false;
+  attached = false;
+  private waiters: Array<() => void> = [];
+  grantWaiter: ((status: number) => void) | null = null;
+
+  constructor(name: string, opts: LockResOptions) {
+    this.name = name;
+    this.opts = opts;
+    this.lksb = newLksb(this);
+  }
+
+  get level(): LockMode {
+    return this.lksb.granted;
+  }
+
+  get lvb(): Buffer {
+    return this.lksb.lvb;
+  }
+
+  /** Resolves at the next state change (or after the bound, to re-check). */
+  changed(): Promise<void> {
+    return new Promise((resolve) => {
+      const timer = setTimeout(resolve, WAIT_MS_MAX);
+      this.waiters.push(() => {
+        clearTimeout(timer);
+        resolve();
+      });
+    });
+  }
+
+  wake(): void {
+    const w = this.waiters;
+    this.waiters = [];
+    for (const f of w) f();
+  }
+}
+
+export interface LockHandle {
+  readonly res: LockRes;
+  readonly mode: 'PR' | 'EX';
+  release(): void;
+}
+
+export class DlmGlue {
+  private conn: ClusterConnection | null = null;
+  private readonly resources = new Map<string, LockRes>();
+  /** Requests sent to the stack (for tests and stats: cached locks send none). */
+  stackRequests = 0;
+
+  readonly callbacks: StackCallbacks = {
+    onGrant: (lksb) => {
+      const res = lksb.owner as LockRes;
+      const w = res.grantWaiter;
+      res.grantWaiter = null;
+      w?.(lksb.status);
+    },
+    onBlocking: (lksb, level) => {
+      const res = lksb.owner as LockRes;
+      if (res.blocking === null || MODE_ORDER[level] > MODE_ORDER[res.blocking]) res.blocking = level;
+      void this.maybeDownconvert(res);
+    },
+    onUnlock: (lksb, status) => {
+      const res = lksb.owner as LockRes;
+      const w = res.grantWaiter;
+      res.grantWaiter = null;
+      w?.(status);
+    },
+  };
+
+  attach(conn: ClusterConnection): void {
+    this.conn = conn;
+  }
+
+  resource(name: string, opts: LockResOptions = {}): LockRes {
+    let res = this.resources.get(name);
+    if (!res) {
+      res = new LockRes(name, opts);
+      this.resources.set(name, res);
+    }
+    return res;
+  }
+
+  private connection(): ClusterConnection {
+    if (!this.conn) throw new Error('assertion: dlmglue used before the stack connected');
+    return this.conn;
+  }
+
+  private request(res: LockRes, mode: LockMode, flags: number): Promise<number> {
+    return new Promise((resolve) => {
+      res.grantWaiter = resolve;
+      this.stackRequests += 1;
+      this.connection().lock(res.lksb, mode, flags | (res.attached ? LKF.CONVERT : 0) | (res.opts.usesLvb ? LKF.VALBLK : 0), res.name);
+    });
+  }
+
+  /** Takes `mode` on a resource: from the cache when held, else from the stack. */
+  async lock(res: LockRes, mode: 'PR' | 'EX', o: { noqueue?: boolean } = {}): Promise<LockHandle> {
+    for (let round = 0; ; round++) {
+      if (round > 1_000_000) throw new Error(`assertion: lock ${res.name} never settled`);
+      if (res.busy) {
+        await res.changed();
+        continue;
+      }
+      // Defer to a node already waiting for a level we would keep from it.
+      if (res.blocking !== null && !compatible(res.blocking, mode) && MODE_ORDER[mode] > MODE_ORDER[res.level]) {
+        if (o.noqueue) throw new FsError('EAGAIN');
+        await res.changed();
+        continue;
+      }
+      if (MODE_ORDER[mode] > MODE_ORDER[res.level]) {
+        res.busy = true;
+        let status: number;
+        try {
+          status = await this.request(res, mode, o.noqueue ? LKF.NOQUEUE : 0);
+        } finally {
+          res.busy = false;
+          res.wake();
+        }
+        if (status === LOCK_STATUS.EAGAIN) throw new FsError('EAGAIN');
+        if (status !== LOCK_STATUS.OK) throw new FsError('EIO', `cluster lock ${res.name} failed with status ${status}`);
+        res.attached = true;
+        continue;
+      }
+      if (mode === 'EX') res.holdersEx += 1;
+      else res.holdersPr += 1;
+      let released = false;
+      return {
+        res,
+        mode,
+        release: () => {
+          if (released) throw new Error(`assertion: lock ${res.name} released twice`);
+          released = true;
+          if (mode === 'EX') res.holdersEx -= 1;
+          else res.holdersPr -= 1;
+          res.wake();
+          if (res.blocking !== null) void this.maybeDownconvert(res);
+        },
+      };
+    }
+  }
+
+  /** Gives up as much of the level as the blocking node needs, once holders allow it. */
+  private async maybeDownconvert(res: LockRes): Promise<void> {
+    if (res.busy || res.blocking === null) return;
+    const target: LockMode = res.blocking === 'EX' ? 'NL' : 'PR';
+    if (MODE_ORDER[res.level] <= MODE_ORDER[target]) {
+      res.blocking = null;
+      res.wake();
+      return;
+    }
+    if (res.holdersEx > 0 || (target === 'NL' && res.holdersPr > 0)) return;
+    res.busy = true;
+    try {
+      await res.opts.onDownconvert?.(target);
+      const status = await this.request(res, target, 0);
+      if (status !== LOCK_STATUS.OK) throw new FsError('EIO', `downconvert of ${res.name} failed with status ${status}`);
+      res.blocking = null;
+    } finally {
+      res.busy = false;
+      res.wake();
+    }
+  }
+
+  /** Drops every lock (umount); resources must have no holders. */
+  async shutdown(): Promise<void> {
+    for (const res of this.resources.values()) {
+      if (res.holdersEx + res.holdersPr > 0) throw new Error(`assertion: lock ${res.name} still held at shutdown`);
+      if (!res.attached) continue;
+      await new Promise<number>((resolve) => {
+        res.grantWaiter = resolve;
+        this.connection().unlock(res.lksb, res.opts.usesLvb ? LKF.VALBLK : 0);
+      });
+      res.attached = false;
+    }
+    this.resources.clear();
+  }
+}

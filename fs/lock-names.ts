@@ -1,0 +1,32 @@
+// Cluster lock names, as OCFS2 forms them (reference/ocfs2.md §2.1): a type character,
+// "000000", the block number in 16 hex digits and a generation in 8 hex digits.
+//
+// Lock types and the order they are taken in (DESIGN.md §4), outermost first:
+//   R rename (cross-directory directory renames only)
+//   M/W/O on parent directories, lower block number first
+//   M/W/O on children
+//   M on allocator inodes (global bitmap, then slot allocators)
+//   then the transaction begins.
+// S (superblock: slot map, mount, recovery), P (orphan scan) and F (flock) stand apart.
+export const LOCK_TYPE = {
+  super: 'S',
+  meta: 'M',
+  rw: 'W',
+  open: 'O',
+  rename: 'R',
+  orphanScan: 'P',
+  flock: 'F',
+  journal: 'J',
+} as const;
+export type LockType = (typeof LOCK_TYPE)[keyof typeof LOCK_TYPE];
+
+export function lockName(type: LockType, blkno: number, generation = 0): string {
+  if (!Number.isSafeInteger(blkno) || blkno < 0) throw new RangeError(`bad block number ${blkno}`);
+  return `${type}000000${blkno.toString(16).padStart(16, '0')}${(generation >>> 0).toString(16).padStart(8, '0')}`;
+}
+
+export function parseLockName(name: string): { type: string; blkno: number; generation: number } | null {
+  const m = /^([A-Z])000000([0-9a-f]{16})([0-9a-f]{8})$/.exec(name);
+  if (!m) return null;
+  return { type: m[1], blkno: parseInt(m[2], 16), generation: parseInt(m[3], 16) };
+}
