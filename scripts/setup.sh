@@ -28,4 +28,11 @@ if [ ! -d node_modules ] || [ package.json -nt node_modules/.package-lock.json ]
   npm install --no-audit --no-fund --loglevel=error
 fi
 npx tsc -p tsconfig.json
+chmod +x dist/tools/*.js
+# The tools on PATH, as an OCFS2 admin expects them (mkfs.o2fs, fsck.o2fs, ...).
+for tool in mkfs fsck debugfs o2fs; do
+  name=$tool.o2fs
+  [ "$tool" = o2fs ] && name=o2fs
+  ln -sf "$PWD/dist/tools/$tool.js" "/usr/local/sbin/$name"
+done
 echo "setup: done"
