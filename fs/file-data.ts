@@ -67,6 +67,46 @@ async function addExtent(tx: Transaction, ctx: AllocContext, ino: Inode, rec: Ex
   tx.putInode(ino);
 }
 
+/** Makes `cpos` the start of an extent if an extent covers it (splitting that extent). */
+export async function splitExtentAt(tx: Transaction, ctx: AllocContext, ino: Inode, cpos: number): Promise<void> {
+  const r = await extentAt(tx, ino, cpos);
+  if (!r || r.cpos === cpos) return;
+  const head = cpos - r.cpos;
+  const bpc = tx.vol.geo.blocksPerCluster;
+  await updateRecord(tx, ino, { ...r, clusters: head });
+  await insertRecord(tx, ctx, ino, { cpos, clusters: r.clusters - head, flags: r.flags, blkno: r.blkno + head * bpc });
+}
+
+/** Extents lying entirely within [cpos, cpos+count), after splitting at both edges. */
+async function extentsWithin(tx: Transaction, ctx: AllocContext, ino: Inode, cpos: number, count: number): Promise<ExtentRec[]> {
+  await splitExtentAt(tx, ctx, ino, cpos);
+  await splitExtentAt(tx, ctx, ino, cpos + count);
+  return (await recordsFrom(tx, ino, cpos)).filter((r) => r.cpos < cpos + count);
+}
+
+/** Frees the clusters of [cpos, cpos+count) (a hole punched in the file). */
+export async function punchClusters(tx: Transaction, ctx: AllocContext, ino: Inode, cpos: number, count: number): Promise<void> {
+  if (isInline(ino) || count <= 0) return;
+  for (const r of await extentsWithin(tx, ctx, ino, cpos, count)) {
+    await removeRecord(tx, ino, r.cpos);
+    await freeClusters(tx, tx.vol.blockToCluster(r.blkno), r.clusters);
+    ino.clusters -= r.clusters;
+  }
+  tx.putInode(ino);
+}
+
+/** Marks [cpos, cpos+count) as written (clearing the unwritten flag where set). */
+export async function markWritten(tx: Transaction, ctx: AllocContext, ino: Inode, cpos: number, count: number): Promise<void> {
+  // At most `count` extents start inside the range, plus the one covering its start.
+  const first = await lookupFloor(tx, ino, cpos);
+  const candidates = [...(first ? [first] : []), ...(await recordsFrom(tx, ino, cpos + 1, count))];
+  const unwritten = candidates.some((r) => r.flags & EXTENT_FL.unwritten && r.cpos < cpos + count && r.cpos + r.clusters > cpos);
+  if (!unwritten) return;
+  for (const r of await extentsWithin(tx, ctx, ino, cpos, count)) {
+    if (r.flags & EXTENT_FL.unwritten) await updateRecord(tx, ino, { ...r, flags: r.flags & ~EXTENT_FL.unwritten });
+  }
+}
+
 /** Frees every cluster at or beyond logical cluster `fromCpos`. */
 export async function truncateClusters(tx: Transaction, ino: Inode, fromCpos: number): Promise<void> {
   if (isInline(ino)) return;
@@ -169,13 +209,22 @@ export async function writeFile(tx: Transaction, ctx: AllocContext, ino: Inode, 
   const firstC = Math.floor(offset / cs);
   const lastC = Math.ceil(end / cs);
   const made = await allocateRange(tx, ctx, ino, firstC, lastC - firstC);
-  // New clusters only partly covered by this write are zero-filled first.
+  // New clusters only partly covered by this write are zero-filled first; so are
+  // preallocated (unwritten) ones, whose old contents must never show.
   for (const m of made) {
     for (const c of [m.cpos, m.cpos + m.run.clusters - 1]) {
       const cStart = c * cs;
       if (offset > cStart || end < cStart + cs) await tx.vol.writeData(tx.vol.clusterToBlock(m.run.startCluster + (c - m.cpos)), Buffer.alloc(cs));
     }
   }
+  for (const c of new Set([firstC, lastC - 1])) {
+    const ext = await extentAt(tx, ino, c);
+    const cStart = c * cs;
+    if (ext && ext.flags & EXTENT_FL.unwritten && (offset > cStart || end < cStart + cs)) {
+      await tx.vol.writeData(ext.blkno + (c - ext.cpos) * tx.vol.geo.blocksPerCluster, Buffer.alloc(cs));
+    }
+  }
+  await markWritten(tx, ctx, ino, firstC, lastC - firstC);
   let pos = offset;
   while (pos < end) {
     const cpos = Math.floor(pos / cs);

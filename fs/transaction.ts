@@ -87,14 +87,18 @@ export class Transaction {
     this.put(xb.blkno, encodeXattrBlock(xb, this.bs));
   }
 
-  /** Writes every dirty block and makes it durable. */
-  async commit(): Promise<void> {
+  /**
+   * Writes every dirty block; with `durable` (the default) also flushes the device, so the
+   * change survives a power cut. (Until the journal exists, a non-durable commit is only
+   * made durable by the next flush: fsync, or umount.)
+   */
+  async commit(opts: { durable?: boolean } = {}): Promise<void> {
     this.assertOpen();
     this.done = true;
     for (const b of this.freed) this.vol.forget(b);
     if (this.dirty.size === 0) return;
     await this.vol.writeMeta(this.dirty);
-    await this.vol.flush();
+    if (opts.durable ?? true) await this.vol.flush();
   }
 
   abort(): void {

@@ -4,7 +4,7 @@
 // fsck.o2fs (dist/tools/fsck.js, built from tools/fsck.ts) when it exists and runs the Tool
 // it exports (`tool` or default export; its main must be guarded by require.main ===
 // module, as every tool's is); a module without one is run as a child process instead.
-// mount and umount come later.
+// mount and umount serve and stop FUSE mounts (tools/mount.ts).
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { constants as osConstants } from 'node:os';
@@ -12,6 +12,7 @@ import path from 'node:path';
 import { Tool, UsageError, main, packageVersion, runTool, writeOut } from './cli';
 import { tool as debugfsTool } from './debugfs';
 import { tool as mkfsTool } from './mkfs';
+import { mountTool, umountTool } from './mount';
 
 const NAME = 'o2fs';
 export const EXIT_OK = 0;
@@ -24,8 +25,8 @@ Commands:
   mkfs       create a volume (mkfs.o2fs)
   debugfs    look inside a volume, read-only (debugfs.o2fs)
   fsck       check and repair a volume (fsck.o2fs)
-  mount      mount a volume (not implemented yet)
-  umount     unmount a volume (not implemented yet)
+  mount      mount a volume (o2fs mount --help)
+  umount     unmount a volume and wait until it is released
   help [COMMAND]
              this help, or COMMAND's help
 
@@ -79,8 +80,8 @@ async function runChild(script: string, args: string[]): Promise<number> {
   }
 }
 
-const TOOLS: Record<string, Tool> = { mkfs: mkfsTool, debugfs: debugfsTool };
-const LATER = new Set(['mount', 'umount']);
+const TOOLS: Record<string, Tool> = { mkfs: mkfsTool, debugfs: debugfsTool, mount: mountTool, umount: umountTool };
+const LATER = new Set<string>([]);
 
 async function dispatch(command: string, args: string[]): Promise<number> {
   const t = TOOLS[command];

@@ -1,0 +1,579 @@
+// The POSIX filesystem the FUSE session serves (FuseOps): inode-based operations over the
+// fs library, run under one metadata RwLock (reads shared, changes exclusive) so
+// transactions never interleave. Inode numbers are block numbers, except the root, which
+// the kernel knows as 1. Lookup counts and open counts decide when an unlinked inode (kept
+// in our slot's orphan directory) is finally freed. Every error leaves as an FsError; a
+// corrupt block also triggers the errors= policy.
+import type {
+  Attr, AttrReply, CreateArgs, CreateReply, DirEntryPlus, DirFiller, DirEntry, Entry, FallocateArgs, FsyncArgs, FuseOps,
+  LinkArgs, LseekArgs, MkdirArgs, MknodArgs, NameArgs, OpenArgs, OpenReply, ReadArgs, ReaddirArgs, ReleaseArgs, RenameArgs,
+  RequestContext, SetAttrArgs, SetxattrArgs, StatFs, SymlinkArgs, WriteArgs, XattrNameArgs,
+} from './fuse/ops';
+import { allocateRange, extentAt, isInline, markWritten, punchClusters, readFile, truncateClusters, writeFile } from './file-data';
+import { dirInsert, dirLookup, dirReaddir } from './dir';
+import { CorruptionError, FsError } from './errors';
+import { EXTENT_FL, INODE_FL, S_IFDIR, S_IFLNK, S_IFMT, S_IFREG, SYSFILE, fileTypeOfMode } from './format/constants';
+import { Inode, Timespec, inlineDataCapacity } from './format/inode';
+import { nowTimespec } from './inode-alloc';
+import { createNode, destroyInode, isDir, linkNode, renameNode, unlinkName } from './namei';
+import { RwLock } from './rwlock';
+import type { MountedVolume } from './super';
+import { Transaction } from './transaction';
+import { getXattr, listXattrs, removeXattr, setXattr } from './xattr';
+import { recordsFrom } from './extent-tree';
+
+const FUSE_ROOT_ID = 1;
+const S_ISGID = 0o2000;
+const O_ACCMODE = 3;
+const O_TRUNC = 0o1000;
+const FALLOC_FL_KEEP_SIZE = 0x1;
+const FALLOC_FL_PUNCH_HOLE = 0x2;
+const FALLOC_FL_ZERO_RANGE = 0x10;
+const SEEK_DATA = 3;
+const SEEK_HOLE = 4;
+const READDIR_BATCH = 256;
+
+export interface PosixOptions {
+  /** How long the kernel may cache names and attributes (0 = not at all). */
+  entryTimeoutMs: number;
+  attrTimeoutMs: number;
+  /** Keep page-cache contents across opens (safe when only this node writes). */
+  keepCache: boolean;
+}
+
+function ns(t: Timespec): bigint {
+  return BigInt(t.sec) * 1_000_000_000n + BigInt(t.nsec);
+}
+
+function fromNs(v: bigint): Timespec {
+  const sec = v / 1_000_000_000n;
+  const nsec = v % 1_000_000_000n;
+  return nsec < 0n ? { sec: Number(sec - 1n), nsec: Number(nsec + 1_000_000_000n) } : { sec: Number(sec), nsec: Number(nsec) };
+}
+
+export class PosixFs implements FuseOps {
+  private readonly m: MountedVolume;
+  private readonly o: PosixOptions;
+  private readonly lock = new RwLock();
+  private readonly lookups = new Map<number, number>();
+  private readonly opens = new Map<number, number>();
+  private readonly handles = new Map<number, { blkno: number; flags: number }>();
+  private nextFh = 1;
+
+  constructor(m: MountedVolume, o: PosixOptions) {
+    this.m = m;
+    this.o = o;
+  }
+
+  // --- plumbing -----------------------------------------------------------------------------
+
+  private blknoOf(ino: number): number {
+    if (ino === FUSE_ROOT_ID) return this.m.vol.sb.rootBlkno;
+    if (!Number.isSafeInteger(ino) || ino <= 2 || ino >= this.m.vol.geo.totalBlocks) throw new FsError('ESTALE', `inode ${ino} is not on this volume`);
+    return ino;
+  }
+
+  private inoOf(blkno: number): number {
+    return blkno === this.m.vol.sb.rootBlkno ? FUSE_ROOT_ID : blkno;
+  }
+
+  /** Runs fn with a transaction; reads share the lock, changes hold it alone and commit. */
+  private async run<T>(write: boolean, fn: (tx: Transaction) => Promise<T>): Promise<T> {
+    const body = async (): Promise<T> => {
+      if (write) this.m.assertWritable();
+      const tx = new Transaction(this.m.vol);
+      try {
+        const result = await fn(tx);
+        if (write) await tx.commit({ durable: false });
+        else tx.abort();
+        return result;
+      } catch (e) {
+        tx.abort();
+        throw this.onError(e);
+      }
+    };
+    return write ? this.lock.write(body) : this.lock.read(body);
+  }
+
+  private onError(e: unknown): unknown {
+    if (!(e instanceof CorruptionError)) return e;
+    this.m.log(`error: ${e.message}`);
+    if (this.m.errors === 'remount-ro') this.m.enterReadOnly(`metadata error: ${e.message}`);
+    else if (this.m.errors === 'panic') {
+      this.m.log('errors=panic: stopping the mount');
+      setImmediate(() => process.emit('o2fs-panic' as 'exit', 1));
+    }
+    return e;
+  }
+
+  private async inode(tx: Transaction, ino: number): Promise<Inode> {
+    const i = await tx.getInode(this.blknoOf(ino));
+    if (!(i.flags & INODE_FL.valid) || i.flags & INODE_FL.system) throw new FsError('ESTALE', `inode ${ino} is not a live file`);
+    return i;
+  }
+
+  private async dirInode(tx: Transaction, ino: number): Promise<Inode> {
+    const d = await this.inode(tx, ino);
+    if (!isDir(d)) throw new FsError('ENOTDIR');
+    return d;
+  }
+
+  attr(i: Inode): Attr {
+    const cs = this.m.vol.geo.clusterSize;
+    return {
+      ino: this.inoOf(i.blkno),
+      sizeBytes: i.size,
+      blocks512: (i.clusters * cs) / 512,
+      atimeNs: ns(i.atime),
+      mtimeNs: ns(i.mtime),
+      ctimeNs: ns(i.ctime),
+      mode: i.mode,
+      nlink: i.links,
+      uid: i.uid,
+      gid: i.gid,
+      rdev: i.rdev,
+      blksizeBytes: Math.max(4096, cs),
+    };
+  }
+
+  private entry(i: Inode): Entry {
+    this.lookups.set(i.blkno, (this.lookups.get(i.blkno) ?? 0) + 1);
+    return { ino: this.inoOf(i.blkno), generation: i.generation, attr: this.attr(i), entryTimeoutMs: this.o.entryTimeoutMs, attrTimeoutMs: this.o.attrTimeoutMs };
+  }
+
+  private attrReply(i: Inode): AttrReply {
+    return { attr: this.attr(i), attrTimeoutMs: this.o.attrTimeoutMs };
+  }
+
+  private inUse(blkno: number): boolean {
+    return (this.lookups.get(blkno) ?? 0) > 0 || (this.opens.get(blkno) ?? 0) > 0;
+  }
+
+  /** An inode lost its last link: free it now, or park it in the orphan directory. */
+  private async lastLinkGone(tx: Transaction, i: Inode): Promise<void> {
+    if (!this.inUse(i.blkno)) {
+      await destroyInode(tx, this.m.ctx, i);
+      return;
+    }
+    i.flags |= INODE_FL.orphaned;
+    i.orphanedSlot = this.m.slot;
+    tx.putInode(i);
+    const orphanDir = await tx.getInode(this.m.orphanDirBlkno);
+    await dirInsert(tx, this.m.ctx, orphanDir, Buffer.from(i.blkno.toString(16).padStart(16, '0')), i.blkno, fileTypeOfMode(i.mode));
+  }
+
+  private async maybeRelease(blkno: number): Promise<void> {
+    if (this.inUse(blkno) || this.m.readOnly) return;
+    await this.lock.write(async () => {
+      if (this.inUse(blkno)) return;
+      await this.m.releaseOrphans((b) => b === blkno);
+    });
+  }
+
+  /** New inodes inherit a setgid directory's group (and directories its setgid bit). */
+  private owner(ctx: RequestContext, parent: Inode, mode: number): { uid: number; gid: number; mode: number } {
+    if (parent.mode & S_ISGID) return { uid: ctx.uid, gid: parent.gid, mode: (mode & S_IFMT) === S_IFDIR ? mode | S_ISGID : mode };
+    return { uid: ctx.uid, gid: ctx.gid, mode };
+  }
+
+  private touch(i: Inode, what: { m?: boolean; c?: boolean; a?: boolean }): void {
+    const t = nowTimespec();
+    if (what.m) i.mtime = t;
+    if (what.c) i.ctime = t;
+    if (what.a) i.atime = t;
+  }
+
+  // --- names ----------------------------------------------------------------------------------
+
+  async lookup(_ctx: RequestContext, a: NameArgs): Promise<Entry> {
+    return this.run(false, async (tx) => {
+      const dir = await this.dirInode(tx, a.parent);
+      const e = await dirLookup(tx, dir, a.name);
+      if (!e) throw new FsError('ENOENT');
+      return this.entry(await tx.getInode(e.ino));
+    });
+  }
+
+  forget(ino: number, nlookup: number): void {
+    const blkno = ino === FUSE_ROOT_ID ? this.m.vol.sb.rootBlkno : ino;
+    const left = (this.lookups.get(blkno) ?? 0) - nlookup;
+    if (left > 0) this.lookups.set(blkno, left);
+    else this.lookups.delete(blkno);
+    if (left <= 0) void this.maybeRelease(blkno).catch((e) => this.m.log(`releasing inode ${blkno}: ${(e as Error).message}`));
+  }
+
+  async getattr(_ctx: RequestContext, a: { ino: number }): Promise<AttrReply> {
+    return this.run(false, async (tx) => this.attrReply(await this.inode(tx, a.ino)));
+  }
+
+  private async makeNode(ctx: RequestContext, parentIno: number, name: Buffer, mode: number, extra: { rdev?: number; target?: Buffer } = {}): Promise<Inode> {
+    return this.run(true, async (tx) => {
+      const parent = await this.dirInode(tx, parentIno);
+      const own = this.owner(ctx, parent, mode);
+      return createNode(tx, this.m.ctx, parent, name, { mode: own.mode, uid: own.uid, gid: own.gid, rdev: extra.rdev, target: extra.target });
+    });
+  }
+
+  async mknod(ctx: RequestContext, a: MknodArgs): Promise<Entry> {
+    return this.entry(await this.makeNode(ctx, a.parent, a.name, a.mode, { rdev: a.rdev }));
+  }
+
+  async mkdir(ctx: RequestContext, a: MkdirArgs): Promise<Entry> {
+    return this.entry(await this.makeNode(ctx, a.parent, a.name, S_IFDIR | (a.mode & 0o7777)));
+  }
+
+  async symlink(ctx: RequestContext, a: SymlinkArgs): Promise<Entry> {
+    return this.entry(await this.makeNode(ctx, a.parent, a.name, S_IFLNK | 0o777, { target: a.target }));
+  }
+
+  async create(ctx: RequestContext, a: CreateArgs): Promise<CreateReply> {
+    const i = await this.makeNode(ctx, a.parent, a.name, S_IFREG | (a.mode & 0o7777));
+    return { entry: this.entry(i), open: this.openHandle(i.blkno, a.flags) };
+  }
+
+  async link(_ctx: RequestContext, a: LinkArgs): Promise<Entry> {
+    return this.entry(await this.run(true, async (tx) => {
+      const i = await this.inode(tx, a.ino);
+      await linkNode(tx, this.m.ctx, await this.dirInode(tx, a.newParent), a.newName, i);
+      return i;
+    }));
+  }
+
+  async unlink(_ctx: RequestContext, a: NameArgs): Promise<void> {
+    await this.remove(a, false);
+  }
+
+  async rmdir(_ctx: RequestContext, a: NameArgs): Promise<void> {
+    await this.remove(a, true);
+  }
+
+  private async remove(a: NameArgs, dir: boolean): Promise<void> {
+    await this.run(true, async (tx) => {
+      const i = await unlinkName(tx, await this.dirInode(tx, a.parent), a.name, dir);
+      if (i.links === 0) await this.lastLinkGone(tx, i);
+    });
+  }
+
+  async rename(_ctx: RequestContext, a: RenameArgs): Promise<void> {
+    if (a.flags & ~3) throw new FsError('EINVAL', 'unsupported rename flags');
+    await this.run(true, async (tx) => {
+      const from = await this.dirInode(tx, a.parent);
+      const to = a.newParent === a.parent ? from : await this.dirInode(tx, a.newParent);
+      const r = await renameNode(tx, this.m.ctx, from, a.name, to, a.newName, a.flags);
+      if (r.replaced && r.replaced.links === 0) await this.lastLinkGone(tx, r.replaced);
+    });
+  }
+
+  async readlink(_ctx: RequestContext, a: { ino: number }): Promise<Buffer> {
+    return this.run(false, async (tx) => {
+      const i = await this.inode(tx, a.ino);
+      if ((i.mode & S_IFMT) !== S_IFLNK) throw new FsError('EINVAL');
+      return readFile(tx, i, 0, i.size);
+    });
+  }
+
+  // --- attributes -----------------------------------------------------------------------------
+
+  async setattr(_ctx: RequestContext, a: SetAttrArgs): Promise<AttrReply> {
+    return this.run(true, async (tx) => {
+      const i = await this.inode(tx, a.ino);
+      const t = nowTimespec();
+      if (a.mode !== undefined) i.mode = (i.mode & S_IFMT) | (a.mode & 0o7777);
+      if (a.uid !== undefined) i.uid = a.uid;
+      if (a.gid !== undefined) i.gid = a.gid;
+      if (a.sizeBytes !== undefined) {
+        if (isDir(i)) throw new FsError('EISDIR');
+        if ((i.mode & S_IFMT) !== S_IFREG) throw new FsError('EINVAL');
+        await this.setSize(tx, i, a.sizeBytes);
+        i.mtime = t;
+      }
+      if (a.atimeNs !== undefined) i.atime = a.atimeNs === 'now' ? t : fromNs(a.atimeNs);
+      if (a.mtimeNs !== undefined) i.mtime = a.mtimeNs === 'now' ? t : fromNs(a.mtimeNs);
+      i.ctime = a.ctimeNs !== undefined ? fromNs(a.ctimeNs) : t;
+      tx.putInode(i);
+      return this.attrReply(i);
+    });
+  }
+
+  /** truncate(2): frees what lies past the new end and zeroes the rest of its last cluster. */
+  private async setSize(tx: Transaction, i: Inode, size: number): Promise<void> {
+    if (size < 0 || !Number.isSafeInteger(size)) throw new FsError('EINVAL');
+    if (size > 2 ** 32 * this.m.vol.geo.clusterSize - 1) throw new FsError('EFBIG');
+    if (i.body.kind === 'inline') {
+      if (size <= inlineDataCapacity(tx.bs, i.xattrInlineBytes)) {
+        const data = Buffer.alloc(size);
+        i.body.data.copy(data, 0, 0, Math.min(size, i.body.data.length));
+        i.body = { kind: 'inline', data };
+        i.size = size;
+        tx.putInode(i);
+        return;
+      }
+      await writeFile(tx, this.m.ctx, i, i.size, Buffer.alloc(0));
+      await writeFile(tx, this.m.ctx, i, inlineDataCapacity(tx.bs, i.xattrInlineBytes), Buffer.alloc(1));
+    }
+    const cs = this.m.vol.geo.clusterSize;
+    if (size < i.size) {
+      await truncateClusters(tx, i, Math.ceil(size / cs));
+      await this.zeroTail(tx, i, size, Math.min(i.size, Math.ceil(size / cs) * cs));
+    }
+    i.size = size;
+    tx.putInode(i);
+  }
+
+  /** Writes zeros over [from, to) where it is mapped and written (within one cluster). */
+  private async zeroTail(tx: Transaction, i: Inode, from: number, to: number): Promise<void> {
+    if (to <= from) return;
+    const cs = this.m.vol.geo.clusterSize;
+    const bs = tx.bs;
+    const ext = await extentAt(tx, i, Math.floor(from / cs));
+    if (!ext || ext.flags & EXTENT_FL.unwritten) return;
+    const firstBlock = Math.floor(from / bs);
+    const lastBlock = Math.ceil(to / bs);
+    const phys = ext.blkno + (firstBlock - ext.cpos * (cs / bs));
+    const buf = await tx.vol.readData(phys, lastBlock - firstBlock);
+    buf.fill(0, from - firstBlock * bs, to - firstBlock * bs);
+    await tx.vol.writeData(phys, buf);
+  }
+
+  async statfs(): Promise<StatFs> {
+    return this.run(false, async (tx) => {
+      const bitmap = await tx.getInode(await this.m.vol.systemInode(SYSFILE.globalBitmap));
+      const free = bitmap.id1b - bitmap.id1a;
+      const cs = this.m.vol.geo.clusterSize;
+      const perCluster = this.m.vol.geo.blocksPerCluster;
+      return { blocks: bitmap.id1b, blocksFree: free, blocksAvailable: free, files: bitmap.id1b * perCluster, filesFree: free * perCluster, blockSizeBytes: cs, nameLengthMax: 255, fragmentSizeBytes: cs };
+    });
+  }
+
+  // --- files ----------------------------------------------------------------------------------
+
+  private openHandle(blkno: number, flags: number): OpenReply {
+    const fh = this.nextFh++;
+    this.handles.set(fh, { blkno, flags });
+    this.opens.set(blkno, (this.opens.get(blkno) ?? 0) + 1);
+    return { fh, keepCache: this.o.keepCache };
+  }
+
+  async open(_ctx: RequestContext, a: OpenArgs): Promise<OpenReply> {
+    const truncate = (a.flags & O_TRUNC) !== 0 && (a.flags & O_ACCMODE) !== 0;
+    const i = await this.run(truncate, async (tx) => {
+      const i = await this.inode(tx, a.ino);
+      if (isDir(i)) throw new FsError('EISDIR');
+      if (truncate && i.size > 0) {
+        await this.setSize(tx, i, 0);
+        this.touch(i, { m: true, c: true });
+        tx.putInode(i);
+      }
+      return i;
+    });
+    return this.openHandle(i.blkno, a.flags);
+  }
+
+  async release(_ctx: RequestContext, a: ReleaseArgs): Promise<void> {
+    const h = this.handles.get(a.fh);
+    if (!h) return;
+    this.handles.delete(a.fh);
+    const left = (this.opens.get(h.blkno) ?? 1) - 1;
+    if (left > 0) this.opens.set(h.blkno, left);
+    else {
+      this.opens.delete(h.blkno);
+      await this.maybeRelease(h.blkno);
+    }
+  }
+
+  async read(_ctx: RequestContext, a: ReadArgs): Promise<Buffer> {
+    return this.run(false, async (tx) => readFile(tx, await this.inode(tx, a.ino), a.offsetBytes, a.sizeBytes));
+  }
+
+  async write(_ctx: RequestContext, a: WriteArgs): Promise<number> {
+    return this.run(true, async (tx) => {
+      const i = await this.inode(tx, a.ino);
+      if ((i.mode & S_IFMT) !== S_IFREG) throw new FsError('EINVAL');
+      if (a.offsetBytes + a.data.length > 2 ** 32 * this.m.vol.geo.clusterSize) throw new FsError('EFBIG');
+      await writeFile(tx, this.m.ctx, i, a.offsetBytes, a.data);
+      this.touch(i, { m: true, c: true });
+      tx.putInode(i);
+      return a.data.length;
+    });
+  }
+
+  async flush(): Promise<void> {
+    // Every write is in place when it returns; close(2) has nothing more to push.
+  }
+
+  async fsync(_ctx: RequestContext, _a: FsyncArgs): Promise<void> {
+    await this.lock.read(() => this.m.vol.flush());
+  }
+
+  async fsyncdir(_ctx: RequestContext, _a: FsyncArgs): Promise<void> {
+    await this.lock.read(() => this.m.vol.flush());
+  }
+
+  async fallocate(_ctx: RequestContext, a: FallocateArgs): Promise<void> {
+    if (a.mode & ~(FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE)) throw new FsError('EOPNOTSUPP');
+    if (a.mode & FALLOC_FL_PUNCH_HOLE && !(a.mode & FALLOC_FL_KEEP_SIZE)) throw new FsError('EOPNOTSUPP');
+    if (a.lengthBytes <= 0 || a.offsetBytes < 0) throw new FsError('EINVAL');
+    await this.run(true, async (tx) => {
+      const i = await this.inode(tx, a.ino);
+      if ((i.mode & S_IFMT) !== S_IFREG) throw new FsError(isDir(i) ? 'EISDIR' : 'ENODEV');
+      const cs = this.m.vol.geo.clusterSize;
+      const start = a.offsetBytes;
+      const end = a.offsetBytes + a.lengthBytes;
+      if (end > 2 ** 32 * cs) throw new FsError('EFBIG');
+      const keepSize = (a.mode & FALLOC_FL_KEEP_SIZE) !== 0;
+      if (a.mode & (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE)) {
+        // Zeros over the partial clusters at both edges, free the whole ones between.
+        const zEnd = Math.min(end, i.size);
+        if (isInline(i) && i.body.kind === 'inline') {
+          if (start < zEnd) i.body.data.fill(0, start, zEnd);
+        } else if (start < zEnd) {
+          const firstWhole = Math.ceil(start / cs);
+          const lastWhole = Math.floor(end / cs);
+          if (firstWhole >= lastWhole) {
+            await this.zeroRange(tx, i, start, zEnd);
+          } else {
+            await this.zeroRange(tx, i, start, Math.min(zEnd, firstWhole * cs));
+            await this.zeroRange(tx, i, Math.max(start, lastWhole * cs), zEnd);
+            await punchClusters(tx, this.m.ctx, i, firstWhole, lastWhole - firstWhole);
+          }
+        }
+        if (a.mode & FALLOC_FL_ZERO_RANGE && !isInline(i)) await allocateRange(tx, this.m.ctx, i, Math.floor(start / cs), Math.ceil(end / cs) - Math.floor(start / cs), EXTENT_FL.unwritten);
+      } else {
+        if (isInline(i)) await writeFile(tx, this.m.ctx, i, inlineDataCapacity(tx.bs, i.xattrInlineBytes), Buffer.alloc(0)).then(() => this.uninline(tx, i));
+        await allocateRange(tx, this.m.ctx, i, Math.floor(start / cs), Math.ceil(end / cs) - Math.floor(start / cs), EXTENT_FL.unwritten);
+      }
+      if (!keepSize && end > i.size) {
+        if (isInline(i)) await this.uninline(tx, i);
+        i.size = end;
+      }
+      this.touch(i, { m: true, c: true });
+      tx.putInode(i);
+    });
+  }
+
+  private async uninline(tx: Transaction, i: Inode): Promise<void> {
+    if (!isInline(i)) return;
+    const size = i.size;
+    await writeFile(tx, this.m.ctx, i, inlineDataCapacity(tx.bs, i.xattrInlineBytes), Buffer.alloc(1));
+    if (i.body.kind === 'extents') await this.setSize(tx, i, size);
+  }
+
+  /** Writes zeros over [from, to) of a file's mapped, written clusters (holes stay holes). */
+  private async zeroRange(tx: Transaction, i: Inode, from: number, to: number): Promise<void> {
+    const cs = this.m.vol.geo.clusterSize;
+    for (let pos = from; pos < to; ) {
+      const next = Math.min(to, (Math.floor(pos / cs) + 1) * cs);
+      await this.zeroTail(tx, i, pos, next);
+      pos = next;
+    }
+  }
+
+  async lseek(_ctx: RequestContext, a: LseekArgs): Promise<number> {
+    if (a.whence !== SEEK_DATA && a.whence !== SEEK_HOLE) throw new FsError('EINVAL');
+    return this.run(false, async (tx) => {
+      const i = await this.inode(tx, a.ino);
+      if (a.offsetBytes >= i.size) throw new FsError('ENXIO');
+      if (isInline(i)) return a.whence === SEEK_DATA ? a.offsetBytes : i.size;
+      const cs = this.m.vol.geo.clusterSize;
+      let pos = a.offsetBytes;
+      while (pos < i.size) {
+        const cpos = Math.floor(pos / cs);
+        const ext = await extentAt(tx, i, cpos);
+        const isData = !!ext && !(ext.flags & EXTENT_FL.unwritten);
+        if (a.whence === SEEK_DATA && isData) return pos;
+        if (a.whence === SEEK_HOLE && !isData) return pos;
+        if (ext) pos = (ext.cpos + ext.clusters) * cs;
+        else {
+          const [next] = await recordsFrom(tx, i, cpos + 1, 1);
+          pos = next ? next.cpos * cs : i.size;
+        }
+      }
+      if (a.whence === SEEK_DATA) throw new FsError('ENXIO');
+      return i.size;
+    });
+  }
+
+  // --- directories ----------------------------------------------------------------------------
+
+  async opendir(_ctx: RequestContext, a: OpenArgs): Promise<OpenReply> {
+    await this.run(false, async (tx) => this.dirInode(tx, a.ino));
+    const fh = this.nextFh++;
+    return { fh, keepCache: false };
+  }
+
+  async releasedir(): Promise<void> {}
+
+  async readdir(_ctx: RequestContext, a: ReaddirArgs, out: DirFiller<DirEntry>): Promise<void> {
+    await this.run(false, async (tx) => {
+      const dir = await this.dirInode(tx, a.ino);
+      if (a.offset < 1 && !out.add({ ino: this.inoOf(dir.blkno), offset: 1, mode: S_IFDIR, name: '.' })) return;
+      if (a.offset < 2 && !out.add({ ino: this.inoOf(dir.parentBlkno), offset: 2, mode: S_IFDIR, name: '..' })) return;
+      let after = Math.max(a.offset, 2);
+      for (;;) {
+        const batch = await dirReaddir(tx, dir, after, READDIR_BATCH);
+        if (batch.length === 0) return;
+        for (const e of batch) {
+          if (!out.add({ ino: this.inoOf(e.ino), offset: e.cookie, mode: fileTypeToMode(e.fileType), name: e.name })) return;
+          after = e.cookie;
+        }
+      }
+    });
+  }
+
+  async readdirplus(_ctx: RequestContext, a: ReaddirArgs, out: DirFiller<DirEntryPlus>): Promise<void> {
+    await this.run(false, async (tx) => {
+      const dir = await this.dirInode(tx, a.ino);
+      const noLookup = (i: Inode): Entry => ({ ino: this.inoOf(i.blkno), generation: i.generation, attr: this.attr(i), entryTimeoutMs: this.o.entryTimeoutMs, attrTimeoutMs: this.o.attrTimeoutMs });
+      if (a.offset < 1 && !out.add({ entry: noLookup(dir), offset: 1, name: '.' })) return;
+      if (a.offset < 2 && !out.add({ entry: noLookup(await tx.getInode(dir.parentBlkno)), offset: 2, name: '..' })) return;
+      let after = Math.max(a.offset, 2);
+      for (;;) {
+        const batch = await dirReaddir(tx, dir, after, READDIR_BATCH);
+        if (batch.length === 0) return;
+        for (const e of batch) {
+          const child = await tx.getInode(e.ino);
+          if (!out.add({ entry: noLookup(child), offset: e.cookie, name: e.name })) return;
+          this.lookups.set(child.blkno, (this.lookups.get(child.blkno) ?? 0) + 1);
+          after = e.cookie;
+        }
+      }
+    });
+  }
+
+  // --- xattrs ---------------------------------------------------------------------------------
+
+  async setxattr(_ctx: RequestContext, a: SetxattrArgs): Promise<void> {
+    await this.run(true, async (tx) => {
+      const i = await this.inode(tx, a.ino);
+      await setXattr(tx, this.m.ctx, i, a.name, a.value, a.flags);
+      this.touch(i, { c: true });
+      tx.putInode(i);
+    });
+  }
+
+  async getxattr(_ctx: RequestContext, a: XattrNameArgs): Promise<Buffer> {
+    return this.run(false, async (tx) => getXattr(tx, await this.inode(tx, a.ino), a.name));
+  }
+
+  async listxattr(_ctx: RequestContext, a: { ino: number }): Promise<string[]> {
+    return this.run(false, async (tx) => listXattrs(tx, await this.inode(tx, a.ino)));
+  }
+
+  async removexattr(_ctx: RequestContext, a: XattrNameArgs): Promise<void> {
+    await this.run(true, async (tx) => {
+      const i = await this.inode(tx, a.ino);
+      await removeXattr(tx, this.m.ctx, i, a.name);
+      this.touch(i, { c: true });
+      tx.putInode(i);
+    });
+  }
+
+  /** Inodes the kernel still references (for tests and unmount accounting). */
+  get referencedInodes(): number {
+    return this.lookups.size;
+  }
+}
+
+function fileTypeToMode(ft: number): number {
+  return [0, 0o100000, 0o040000, 0o020000, 0o060000, 0o010000, 0o140000, 0o120000][ft] ?? 0;
+}

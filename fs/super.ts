@@ -1,0 +1,167 @@
+// Mounting and unmounting a volume (OCFS2's super.c): open and check the volume, connect
+// to its cluster stack, take a slot under the superblock lock, and on the way out release
+// orphans nobody uses any more, the slot, and the stack.
+import type { BlockDevice } from '../blockdev/types';
+import { chooseStack } from '../stackglue/registry';
+import type { ClusterConnection } from '../stackglue/types';
+import type { AllocContext } from './alloc';
+import { dirRemove, listDirectory } from './dir';
+import { DlmGlue, LockRes } from './dlmglue';
+import { FsError } from './errors';
+import { ErrorsPolicy, INODE_FL, LOCK_PROTO_MAJOR, LOCK_PROTO_MINOR, SUPERBLOCK_BLKNO, SUPPORTED_RO_COMPAT, SYSFILE, slotFileName } from './format/constants';
+import { encodeSuperblock } from './format/superblock';
+import { LOCK_TYPE, lockName } from './lock-names';
+import { destroyInode } from './namei';
+import { pickSlot, readSlotMap, writeSlotMap } from './slot-map';
+import { Transaction } from './transaction';
+import { Volume } from './volume';
+import { randomInt } from 'node:crypto';
+
+export interface MountOptions {
+  readOnly?: boolean;
+  /** Mount a clustered volume with no stack (single node only). */
+  nocluster?: boolean;
+  errors?: ErrorsPolicy;
+  preferredSlot?: number;
+  log?: (line: string) => void;
+}
+
+export class MountedVolume {
+  readonly vol: Volume;
+  readonly glue: DlmGlue;
+  readonly conn: ClusterConnection;
+  readonly slot: number;
+  readonly ctx: AllocContext;
+  readonly orphanDirBlkno: number;
+  readonly errors: ErrorsPolicy;
+  readonly log: (line: string) => void;
+  private readOnlyReason: string | null;
+  private readonly superLock: LockRes;
+
+  private constructor(vol: Volume, glue: DlmGlue, conn: ClusterConnection, slot: number, ctx: AllocContext, orphanDirBlkno: number, o: MountOptions) {
+    this.vol = vol;
+    this.glue = glue;
+    this.conn = conn;
+    this.slot = slot;
+    this.ctx = ctx;
+    this.orphanDirBlkno = orphanDirBlkno;
+    this.errors = o.errors ?? vol.sb.errorsPolicy;
+    this.log = o.log ?? ((l) => process.stderr.write(`o2fs: ${l}\n`));
+    this.readOnlyReason = o.readOnly ? 'mounted read-only' : null;
+    this.superLock = glue.resource(lockName(LOCK_TYPE.super, SUPERBLOCK_BLKNO));
+  }
+
+  get readOnly(): boolean {
+    return this.readOnlyReason !== null;
+  }
+
+  /** errors=remount-ro: every later change fails with EROFS. */
+  enterReadOnly(reason: string): void {
+    if (this.readOnlyReason) return;
+    this.readOnlyReason = reason;
+    this.log(`remounting read-only: ${reason}`);
+  }
+
+  assertWritable(): void {
+    if (this.readOnlyReason) throw new FsError('EROFS', this.readOnlyReason);
+  }
+
+  static async mount(dev: BlockDevice, o: MountOptions = {}): Promise<MountedVolume> {
+    const log = o.log ?? ((l: string) => process.stderr.write(`o2fs: ${l}\n`));
+    const vol = await Volume.open(dev, { readOnly: o.readOnly });
+    const sb = vol.sb;
+    const unknownRo = sb.featureRoCompat & ~SUPPORTED_RO_COMPAT;
+    if (unknownRo && !o.readOnly) throw new FsError('EROFS', `volume has unsupported read-only-compatible features 0x${unknownRo.toString(16)}; mount it read-only`);
+    const choice = chooseStack(sb.stack, sb.clusterName, { nocluster: o.nocluster });
+    if (choice.nocluster) log(`warning: mounting a volume of cluster "${sb.clusterName}" (${sb.stack}) without its cluster stack; make sure no other node has it mounted`);
+    const glue = new DlmGlue();
+    const group = sb.uuid.toString('hex').toUpperCase();
+    const conn = await choice.plugin.connect({
+      clusterName: sb.clusterName, group, proto: { major: LOCK_PROTO_MAJOR, minor: LOCK_PROTO_MINOR }, callbacks: glue.callbacks,
+      onRecovery: (node) => log(`node ${node} died; recovery is not implemented for this stack yet`),
+    });
+    glue.attach(conn);
+    try {
+      const superRes = glue.resource(lockName(LOCK_TYPE.super, SUPERBLOCK_BLKNO));
+      const held = await glue.lock(superRes, 'EX');
+      let slot = 0;
+      try {
+        if (!o.readOnly) {
+          const tx = new Transaction(vol);
+          const slots = await readSlotMap(tx);
+          const stale = slots.findIndex((s) => s.inUse && s.nodeNum === conn.thisNode);
+          if (stale >= 0) {
+            throw new FsError('EBUSY', `slot ${stale} is still held by node ${conn.thisNode}: the volume is mounted, or its last mount did not end cleanly; if it is mounted nowhere, run fsck.o2fs -y -f`);
+          }
+          slot = pickSlot(slots, conn.thisNode, o.preferredSlot);
+          slots[slot] = { inUse: true, nodeNum: conn.thisNode, mountGeneration: randomInt(1, 0xffffffff) };
+          await writeSlotMap(tx, slots);
+          await tx.commit();
+          sb.lastMountTimeSec = Math.floor(Date.now() / 1000);
+          sb.mountCount += 1;
+          await dev.write(SUPERBLOCK_BLKNO * vol.geo.blockSize, encodeSuperblock(sb, SUPERBLOCK_BLKNO));
+          await dev.flush();
+        }
+      } finally {
+        held.release();
+      }
+      const ctx: AllocContext = {
+        slot,
+        inodeAllocBlkno: await vol.systemInode(slotFileName(SYSFILE.inodeAlloc, slot)),
+        extentAllocBlkno: await vol.systemInode(slotFileName(SYSFILE.extentAlloc, slot)),
+      };
+      const m = new MountedVolume(vol, glue, conn, slot, ctx, await vol.systemInode(slotFileName(SYSFILE.orphanDir, slot)), { ...o, log });
+      if (!o.readOnly) await m.releaseOrphans(() => true);
+      return m;
+    } catch (e) {
+      await glue.shutdown().catch(() => undefined);
+      await conn.disconnect().catch(() => undefined);
+      throw e;
+    }
+  }
+
+  /**
+   * Frees orphans of our slot that `unused` says nobody holds: their last link went while
+   * they were open, and now the last user is gone too.
+   */
+  async releaseOrphans(unused: (blkno: number) => boolean): Promise<number> {
+    const tx = new Transaction(this.vol);
+    const orphanDir = await tx.getInode(this.orphanDirBlkno);
+    let freed = 0;
+    for (const e of await listDirectory(tx, this.orphanDirBlkno)) {
+      if (!unused(e.ino)) continue;
+      const ino = await tx.getInode(e.ino);
+      if (!(ino.flags & INODE_FL.orphaned) || ino.links !== 0) throw new FsError('EIO', `orphan directory names inode ${e.ino}, which is not an orphan`);
+      await dirRemove(tx, orphanDir, e.name);
+      await destroyInode(tx, this.ctx, ino);
+      freed++;
+    }
+    await tx.commit();
+    return freed;
+  }
+
+  /** Clean unmount: orphans freed, slot released, everything on disk. */
+  async unmount(): Promise<void> {
+    // A volume that went read-only on errors keeps its slot: the next mount must fsck it.
+    if (!this.readOnly) {
+      try {
+        await this.releaseOrphans(() => true);
+        const held = await this.glue.lock(this.superLock, 'EX');
+        try {
+          const tx = new Transaction(this.vol);
+          const slots = await readSlotMap(tx);
+          slots[this.slot] = { inUse: false, nodeNum: 0, mountGeneration: 0 };
+          await writeSlotMap(tx, slots);
+          await tx.commit();
+        } finally {
+          held.release();
+        }
+      } catch (e) {
+        this.log(`unmount could not release slot ${this.slot}: ${(e as Error).message}`);
+      }
+    }
+    await this.vol.flush().catch(() => undefined);
+    await this.glue.shutdown();
+    await this.conn.disconnect();
+  }
+}
