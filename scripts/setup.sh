@@ -35,4 +35,11 @@ for tool in mkfs fsck debugfs o2fs; do
   [ "$tool" = o2fs ] && name=o2fs
   ln -sf "$PWD/dist/tools/$tool.js" "/usr/local/sbin/$name"
 done
+# mount(8) runs /sbin/mount.fuse.o2fs for `mount -t fuse.o2fs` and fstab lines.
+cat > /sbin/mount.fuse.o2fs <<HELPER
+#!/bin/sh
+# Installed by o2fs scripts/setup.sh: mount -t fuse.o2fs DEVICE MOUNTPOINT [-o OPTIONS]
+exec /usr/local/sbin/o2fs mount "\$@"
+HELPER
+chmod 755 /sbin/mount.fuse.o2fs
 echo "setup: done"

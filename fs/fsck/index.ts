@@ -532,7 +532,17 @@ async function checkSlotMap(st: FsckState, ino: Inode | undefined, opts: FsckOpt
   if (inUse.length > 0) {
     const msg = `the volume is in use: ${inUse.join(', ')} (mounted, or a node crashed)`;
     if (opts.repair && !opts.force) throw new OperationalError(`${msg}; unmount it everywhere first, or force with -f if those nodes are down`);
-    st.report.info(`warning: ${msg}`);
+    if (!opts.repair) {
+      st.report.info(`warning: ${msg}`);
+      return;
+    }
+    // Forced: the operator says those nodes are down, so their slots are stale.
+    st.report.problem(`${msg}; stale slots released`, true);
+    const per = slotsPerBlock(bs);
+    for (let i = 0; i < blocks; i++) {
+      const n = Math.min(per, st.vol.sb.maxSlots - i * per);
+      st.tx.put(first + i, encodeSlotMapBlock(Array.from({ length: n }, () => ({ inUse: false, nodeNum: 0, mountGeneration: 0 })), i * per, first + i, st.vol.fsGeneration, bs));
+    }
   }
 }
 
