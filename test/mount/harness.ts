@@ -97,7 +97,8 @@ export async function mountExisting(t: Teardown, img: string, mp: string, option
 
 /** Runs python3 code (as root, or as uid/gid with `as`) and parses its JSON output. */
 export function py(code: string, o: { cwd?: string; as?: number } = {}): unknown {
-  const args = o.as !== undefined ? ['setpriv', `--reuid=${o.as}`, `--regid=${o.as}`, '--clear-groups', 'python3', '-c', code] : ['python3', '-c', code];
+  // Debian's python3: a per-user interpreter (pyenv under /root) is not reachable as another user.
+  const args = o.as !== undefined ? ['setpriv', `--reuid=${o.as}`, `--regid=${o.as}`, '--clear-groups', '/usr/bin/python3', '-c', code] : ['/usr/bin/python3', '-c', code];
   const r = run(args[0], args.slice(1), { cwd: o.cwd });
   if (r.status !== 0) throw new Error(`python failed (${r.status}): ${r.err}`);
   return JSON.parse(r.out);
