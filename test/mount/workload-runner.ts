@@ -240,7 +240,7 @@ export class Worker {
     const keep = this.chance(0.25) && this.fds.length < OPEN_FDS_MAX;
     const buf = this.data(len);
     this.say(`${rel} mode=${mode.toString(8)} len=${len} keep=${keep}`);
-    const fd = fs.openSync(this.abs(rel), 'wx', mode);
+    const fd = fs.openSync(this.abs(rel), 'wx+', mode);
     let n = 0;
     try {
       if (len > 0) n = fs.writeSync(fd, buf, 0, len, 0);
@@ -614,7 +614,7 @@ export class Worker {
       const ms = this.prng.int(0, 1000) / 1000;
       if (r < 0.8) return this.prng.int(1_000_000_000, 2_000_000_000) + ms;
       if (r < 0.9) return -this.prng.int(1, 2_000_000_000) + ms; // before 1970
-      return this.prng.int(2_200_000_000, 15_000_000_000) + ms; // after 2038
+      return this.prng.int(2_200_000_000, 6_000_000_000) + ms; // after 2038
     };
     const atime = when();
     const mtime = when();
@@ -751,7 +751,8 @@ export class Worker {
         outcome = fn();
       } catch (e) {
         const code = (e as NodeJS.ErrnoException).code;
-        if (typeof code !== 'string') throw e;
+        // Only errors of the filesystem are outcomes; anything else is a bug of the worker.
+        if (typeof code !== 'string' || !/^(E[A-Z0-9]+|xattr:.*)$/.test(code)) throw e;
         // POSIX lets a non-empty directory fail rmdir and rename with either errno.
         outcome = `ERR ${(name === 'rmdir' || name === 'renamedir') && code === 'EEXIST' ? 'ENOTEMPTY' : code}`;
         this.errCounts[code] = (this.errCounts[code] ?? 0) + 1;
