@@ -26,6 +26,8 @@ const FUSE_ROOT_ID = 1;
 const S_ISGID = 0o2000;
 const O_ACCMODE = 3;
 const O_TRUNC = 0o1000;
+const O_DSYNC = 0o10000;
+const O_SYNC = 0o4010000;
 const FALLOC_FL_KEEP_SIZE = 0x1;
 const FALLOC_FL_PUNCH_HOLE = 0x2;
 const FALLOC_FL_ZERO_RANGE = 0x10;
@@ -394,19 +396,22 @@ export class PosixFs implements FuseOps {
       this.touch(i, { m: true, c: true });
       tx.putInode(i);
       return a.data.length;
+    }).then(async (n) => {
+      if (a.flags & (O_SYNC | O_DSYNC)) await this.m.sync();
+      return n;
     });
   }
 
   async flush(): Promise<void> {
-    // Every write is in place when it returns; close(2) has nothing more to push.
+    // close(2): nothing to push; durability comes from fsync or the group commit.
   }
 
   async fsync(_ctx: RequestContext, _a: FsyncArgs): Promise<void> {
-    await this.lock.read(() => this.m.vol.flush());
+    await this.m.sync();
   }
 
   async fsyncdir(_ctx: RequestContext, _a: FsyncArgs): Promise<void> {
-    await this.lock.read(() => this.m.vol.flush());
+    await this.m.sync();
   }
 
   async fallocate(_ctx: RequestContext, a: FallocateArgs): Promise<void> {

@@ -15,10 +15,14 @@ import { destroyInode } from './namei';
 import { pickSlot, readSlotMap, writeSlotMap } from './slot-map';
 import { Transaction } from './transaction';
 import { Volume } from './volume';
+import { Journal } from './journal';
+import { HeartbeatWriter, nodeIsAlive } from './heartbeat-lite';
 import { randomInt } from 'node:crypto';
 
 export interface MountOptions {
   readOnly?: boolean;
+  /** Group commit interval: the journal commits at least this often. Default 5 s. */
+  commitSec?: number;
   /** Mount a clustered volume with no stack (single node only). */
   nocluster?: boolean;
   errors?: ErrorsPolicy;
@@ -37,6 +41,9 @@ export class MountedVolume {
   readonly log: (line: string) => void;
   private readOnlyReason: string | null;
   private readonly superLock: LockRes;
+  journal: Journal | null = null;
+  private heartbeat: HeartbeatWriter | null = null;
+  private commitTimer: NodeJS.Timeout | null = null;
 
   private constructor(vol: Volume, glue: DlmGlue, conn: ClusterConnection, slot: number, ctx: AllocContext, orphanDirBlkno: number, o: MountOptions) {
     this.vol = vol;
@@ -85,23 +92,33 @@ export class MountedVolume {
       const superRes = glue.resource(lockName(LOCK_TYPE.super, SUPERBLOCK_BLKNO));
       const held = await glue.lock(superRes, 'EX');
       let slot = 0;
+      let journal: Journal | null = null;
+      let heartbeat: HeartbeatWriter | null = null;
       try {
         if (!o.readOnly) {
-          const tx = new Transaction(vol);
-          const slots = await readSlotMap(tx);
+          if (await nodeIsAlive(vol, conn.thisNode)) throw new FsError('EBUSY', `the volume is mounted already (node ${conn.thisNode} is heartbeating on it)`);
+          let slots = await readSlotMap(new Transaction(vol));
           const stale = slots.findIndex((s) => s.inUse && s.nodeNum === conn.thisNode);
-          if (stale >= 0) {
-            throw new FsError('EBUSY', `slot ${stale} is still held by node ${conn.thisNode}: the volume is mounted, or its last mount did not end cleanly; if it is mounted nowhere, run fsck.o2fs -y -f`);
-          }
+          if (stale >= 0) log(`slot ${stale} was left by an unclean shutdown of node ${conn.thisNode}; recovering it`);
           slot = pickSlot(slots, conn.thisNode, o.preferredSlot);
+          journal = await Journal.open(vol, slot);
+          if (journal.dirty) await journal.replay(log);
+          vol.journal = journal;
+          heartbeat = await HeartbeatWriter.start(vol, conn.thisNode);
+          const tx = new Transaction(vol);
+          slots = await readSlotMap(tx);
           slots[slot] = { inUse: true, nodeNum: conn.thisNode, mountGeneration: randomInt(1, 0xffffffff) };
           await writeSlotMap(tx, slots);
-          await tx.commit();
+          await tx.commit({ inPlace: true });
           sb.lastMountTimeSec = Math.floor(Date.now() / 1000);
           sb.mountCount += 1;
           await dev.write(SUPERBLOCK_BLKNO * vol.geo.blockSize, encodeSuperblock(sb, SUPERBLOCK_BLKNO));
           await dev.flush();
         }
+      } catch (e) {
+        vol.journal = null;
+        await heartbeat?.stop().catch(() => undefined);
+        throw e;
       } finally {
         held.release();
       }
@@ -111,7 +128,13 @@ export class MountedVolume {
         extentAllocBlkno: await vol.systemInode(slotFileName(SYSFILE.extentAlloc, slot)),
       };
       const m = new MountedVolume(vol, glue, conn, slot, ctx, await vol.systemInode(slotFileName(SYSFILE.orphanDir, slot)), { ...o, log });
-      if (!o.readOnly) await m.releaseOrphans(() => true);
+      m.journal = journal;
+      m.heartbeat = heartbeat;
+      if (journal) {
+        await m.releaseOrphans(() => true);
+        m.commitTimer = setInterval(() => void m.sync(false).catch((e) => log(`journal commit failed: ${(e as Error).message}`)), (o.commitSec ?? 5) * 1000);
+        m.commitTimer.unref();
+      }
       return m;
     } catch (e) {
       await glue.shutdown().catch(() => undefined);
@@ -140,8 +163,19 @@ export class MountedVolume {
     return freed;
   }
 
+  /**
+   * Makes every completed change durable: commits the journal (whose commit flushes), or
+   * just flushes when no metadata changed (data written in place still needs it).
+   */
+  async sync(flushAnyway = true): Promise<void> {
+    const committed = this.journal ? await this.journal.commit() : false;
+    if (!committed && flushAnyway) await this.vol.flush();
+  }
+
   /** Clean unmount: orphans freed, slot released, everything on disk. */
   async unmount(): Promise<void> {
+    if (this.commitTimer) clearInterval(this.commitTimer);
+    this.commitTimer = null;
     // A volume that went read-only on errors keeps its slot: the next mount must fsck it.
     if (!this.readOnly) {
       try {
@@ -152,14 +186,22 @@ export class MountedVolume {
           const slots = await readSlotMap(tx);
           slots[this.slot] = { inUse: false, nodeNum: 0, mountGeneration: 0 };
           await writeSlotMap(tx, slots);
-          await tx.commit();
+          // Everything else first: a clean slot must mean a clean journal.
+          await this.journal?.shutdown();
+          await tx.commit({ inPlace: true });
         } finally {
           held.release();
         }
+        await this.heartbeat?.stop();
       } catch (e) {
         this.log(`unmount could not release slot ${this.slot}: ${(e as Error).message}`);
       }
+    } else {
+      // Read-only after errors: commit what completed, keep the slot (fsck must look).
+      await this.journal?.commit().catch((e) => this.log(`final journal commit failed: ${(e as Error).message}`));
+      if (this.heartbeat) await this.heartbeat.stop().catch(() => undefined);
     }
+    this.vol.journal = null;
     await this.vol.flush().catch(() => undefined);
     await this.glue.shutdown();
     await this.conn.disconnect();

@@ -88,14 +88,27 @@ export class Transaction {
   }
 
   /**
-   * Writes every dirty block; with `durable` (the default) also flushes the device, so the
-   * change survives a power cut. (Until the journal exists, a non-durable commit is only
-   * made durable by the next flush: fsync, or umount.)
+   * Ends the transaction. On a mounted volume the blocks join the journal's running
+   * transaction (durable at the next journal commit: commit= seconds, fsync, or `durable`).
+   * Offline (mkfs, fsck), or with `inPlace`, they are written in place, and flushed unless
+   * durable is false.
    */
-  async commit(opts: { durable?: boolean } = {}): Promise<void> {
+  async commit(opts: { durable?: boolean; inPlace?: boolean } = {}): Promise<void> {
     this.assertOpen();
     this.done = true;
     for (const b of this.freed) this.vol.forget(b);
+    const journal = this.vol.journal;
+    if (journal && opts.inPlace) {
+      // Blocks other nodes read under a lock and never through our journal (the slot map).
+      for (const b of this.dirty.keys()) if (journal.lookup(b)) throw new Error(`assertion: in-place write of journaled block ${b}`);
+    } else if (journal) {
+      // A mount: the journal takes the blocks; they reach their place at checkpoint.
+      if (this.vol.readOnly && this.dirty.size > 0) throw new FsError('EROFS', 'volume is read-only');
+      journal.add(this.dirty, this.freed);
+      for (const [blkno, image] of this.dirty) this.vol.updateCache(blkno, image);
+      if ((opts.durable ?? false) || journal.runningBlocks > journal.runningLimit) await journal.commit();
+      return;
+    }
     if (this.dirty.size === 0) return;
     await this.vol.writeMeta(this.dirty);
     if (opts.durable ?? true) await this.vol.flush();

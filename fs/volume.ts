@@ -9,6 +9,15 @@ import { Superblock, checkSuperblock, unsupportedIncompat } from './format/super
 
 const CACHE_BLOCKS_MAX = 16384;
 
+/** What a Transaction needs of the mounted journal (fs/journal.ts implements it). */
+export interface MountJournal {
+  lookup(blkno: number): Buffer | undefined;
+  add(images: Map<number, Buffer>, freed: Set<number>): void;
+  commit(): Promise<boolean>;
+  readonly runningBlocks: number;
+  readonly runningLimit: number;
+}
+
 export interface Geometry {
   blockSize: number;
   clusterSize: number;
@@ -81,6 +90,11 @@ export class Volume {
   readonly readOnly: boolean;
   private readonly cache = new Map<number, Buffer>();
   private sysInodes: Map<string, number> | null = null;
+  /**
+   * The mounted slot's journal (set by the mount): transactions commit into it, and it
+   * holds the newest images of blocks not yet written in place.
+   */
+  journal: MountJournal | null = null;
 
   constructor(dev: BlockDevice, sb: Superblock, readOnly: boolean) {
     this.dev = dev;
@@ -121,6 +135,11 @@ export class Volume {
 
   /** Reads a metadata block and verifies it; the returned buffer is a private copy. */
   async readMeta(blkno: number, signature: Signature): Promise<Buffer> {
+    const logged = this.journal?.lookup(blkno);
+    if (logged) {
+      if (logged.toString('latin1', 0, 8) !== signature) verifyBlock(logged, blkno, signature, this.fsGeneration);
+      return Buffer.from(logged);
+    }
     const cached = this.cache.get(blkno);
     if (cached) {
       if (cached.toString('latin1', 0, 8) !== signature) verifyBlock(cached, blkno, signature, this.fsGeneration);
@@ -156,6 +175,11 @@ export class Volume {
     if (data.length % this.geo.blockSize !== 0) throw new Error('assertion: data write not block aligned');
     this.blockOffset(blkno + data.length / this.geo.blockSize - 1);
     await this.dev.write(this.blockOffset(blkno), data);
+  }
+
+  /** Records the newest image of a block (it reached the journal, not yet its place). */
+  updateCache(blkno: number, image: Buffer): void {
+    this.remember(blkno, Buffer.from(image));
   }
 
   forget(blkno: number): void {

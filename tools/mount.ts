@@ -81,7 +81,7 @@ export async function serve(device: string, mountpoint: string, o: MountOpts, on
   const dev = await openDevice(device, { readOnly: o.readOnly });
   let m: MountedVolume;
   try {
-    m = await MountedVolume.mount(dev, { readOnly: o.readOnly, errors: o.errors, nocluster: o.nocluster, log });
+    m = await MountedVolume.mount(dev, { readOnly: o.readOnly, errors: o.errors, nocluster: o.nocluster, commitSec: o.commitSec, log });
   } catch (e) {
     await dev.close();
     throw e;
@@ -113,7 +113,6 @@ export async function serve(device: string, mountpoint: string, o: MountOpts, on
     log('errors=panic: aborting the mount');
     void abortFuse(mountpoint).catch(() => undefined);
   });
-  const flusher = setInterval(() => void m.vol.flush().catch((e) => log(`periodic flush: ${(e as Error).message}`)), o.commitSec * 1000);
   try {
     await session.ready;
     mkdirSync(PID_DIR, { recursive: true });
@@ -122,7 +121,6 @@ export async function serve(device: string, mountpoint: string, o: MountOpts, on
     ready = true;
     await session.closed;
   } finally {
-    clearInterval(flusher);
     rmSync(pidFile(mountpoint), { force: true });
   }
   if (panicked) return EXIT_ERROR;
@@ -145,7 +143,8 @@ until the volume is unmounted.
       errors=POLICY        on metadata corruption: remount-ro (default), continue, panic
       allow_other          let every user access the mount (permissions still apply)
       default_permissions  the kernel checks permissions (default; nodefault_permissions off)
-      commit=SECONDS       flush to disk at least this often (default 5)
+      commit=SECONDS       journal commit interval: changes are durable within it
+                           (default 5; fsync and O_SYNC commit at once)
       nocluster            mount a volume formatted for a cluster stack without it
                            (only if no other node can have it mounted)
       nokernelcache        no kernel caching of names, attributes or pages

@@ -40,6 +40,9 @@ export const SIG = {
   slotMap: 'O2SLOTMP',
   heartbeat: 'O2HBEAT1',
   journalSuper: 'O2JRNLSB',
+  journalDescriptor: 'O2JDESC1',
+  journalCommit: 'O2JCOMMT',
+  journalRevoke: 'O2JREVOK',
 } as const;
 export type Signature = (typeof SIG)[keyof typeof SIG];
 

@@ -25,6 +25,8 @@ import { verifyBlock } from '../format/header';
 import { createNode } from '../namei';
 import { Transaction } from '../transaction';
 import { Volume, backupSuperOffsets, findBackupSuper, findPrimarySuper } from '../volume';
+import { Journal } from '../journal';
+import { readSlotMap } from '../slot-map';
 import { adoptLostGroups, claimFixedAreas, readSubAllocator, rebuildGlobalBitmap, rebuildSubAllocators, SubAllocator } from './allocators';
 import { EXIT_OPERATIONAL, Report } from './report';
 import { FsckState } from './state';
@@ -83,6 +85,7 @@ async function run(dev: BlockDevice, opts: FsckOptions, report: Report): Promise
     throw new OperationalError((e as Error).message);
   }
   report.info(`checking ${dev.name}: label "${sb.label}", ${vol.geo.totalClusters} clusters of ${vol.geo.clusterSize} bytes, ${sb.maxSlots} slots`);
+  if (!(await replayJournals(vol, report, opts))) return;
   const tx = new Transaction(vol);
   const st = new FsckState(vol, tx, report);
   claimFixedAreas(st);
@@ -605,4 +608,39 @@ function journalBytesOf(sys: Map<string, Inode>, maxSlots: number, clusterSize: 
     if (j && j.clusters > 0) return j.clusters * clusterSize;
   }
   return Math.max(MIN_JOURNAL_BYTES, clusterSize);
+}
+
+/**
+ * Replays every dirty journal before checking (repair mode), as a mount would. A read-only
+ * check cannot replay: it reports the journal and stops, since what it would check is not
+ * yet the volume's state. Returns false to stop the check.
+ */
+async function replayJournals(vol: Volume, report: Report, opts: FsckOptions): Promise<boolean> {
+  const dirty: Journal[] = [];
+  try {
+    for (let s = 0; s < vol.sb.maxSlots; s++) {
+      const j = await Journal.open(vol, s);
+      if (j.dirty) dirty.push(j);
+    }
+  } catch (e) {
+    report.info(`journals not examined (${(e as Error).message}); checking the volume as it is`);
+    vol.dropCaches();
+    return true;
+  }
+  if (dirty.length === 0) return true;
+  const slots = dirty.map((j) => j.slot).join(', ');
+  if (!opts.repair) {
+    report.problem(`journal of slot ${slots} holds committed transactions not yet in place; fsck -n does not replay: run fsck.o2fs -y, or mount the volume`, false);
+    return false;
+  }
+  if (!opts.force) {
+    const inUse = (await readSlotMap(new Transaction(vol))).some((r, i) => r.inUse && dirty.some((j) => j.slot === i));
+    if (inUse) throw new OperationalError(`journal of slot ${slots} needs replay and its slot is in use (mounted, or the node crashed); unmount it everywhere, or force with -f if that node is down`);
+  }
+  for (const j of dirty) {
+    const r = await j.replay();
+    report.info(`journal of slot ${j.slot}: replayed ${r.transactions} transactions (${r.blocks} blocks)`);
+  }
+  vol.dropCaches();
+  return true;
 }

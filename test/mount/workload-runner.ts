@@ -218,9 +218,10 @@ export class Worker {
   }
 
   private closeFd(f: OpenFd): void {
-    fs.closeSync(f.fd);
+    // close(2) frees the descriptor even when it reports an error (from FUSE FLUSH).
     this.fds.splice(this.fds.indexOf(f), 1);
     f.obj.opens--;
+    fs.closeSync(f.fd);
   }
 
   private say(s: string): void {
@@ -609,16 +610,17 @@ export class Worker {
   private utimes(): string {
     const rel = this.pick([...this.paths.keys()]);
     const o = this.paths.get(rel)!;
-    const when = (): number => {
+    // Dates, not numbers: Node turns a negative number of seconds into "now".
+    const when = (): Date => {
       const r = this.prng.float();
-      const ms = this.prng.int(0, 1000) / 1000;
-      if (r < 0.8) return this.prng.int(1_000_000_000, 2_000_000_000) + ms;
-      if (r < 0.9) return -this.prng.int(1, 2_000_000_000) + ms; // before 1970
-      return this.prng.int(2_200_000_000, 6_000_000_000) + ms; // after 2038
+      const ms = this.prng.int(0, 1000);
+      if (r < 0.8) return new Date(this.prng.int(1_000_000_000, 2_000_000_000) * 1000 + ms);
+      if (r < 0.9) return new Date(-this.prng.int(1, 2_000_000_000) * 1000 + ms); // before 1970
+      return new Date(this.prng.int(2_200_000_000, 6_000_000_000) * 1000 + ms); // after 2038
     };
     const atime = when();
     const mtime = when();
-    this.say(`${rel || '.'} a=${atime} m=${mtime}`);
+    this.say(`${rel || '.'} a=${atime.getTime()} m=${mtime.getTime()}`);
     if (o.kind === 'symlink') fs.lutimesSync(this.abs(rel), atime, mtime);
     else fs.utimesSync(this.abs(rel), atime, mtime);
     o.mtimeExplicit = true;
@@ -750,9 +752,11 @@ export class Worker {
       try {
         outcome = fn();
       } catch (e) {
-        const code = (e as NodeJS.ErrnoException).code;
+        const ee = e as NodeJS.ErrnoException;
         // Only errors of the filesystem are outcomes; anything else is a bug of the worker.
-        if (typeof code !== 'string' || !/^(E[A-Z0-9]+|xattr:.*)$/.test(code)) throw e;
+        // (Node names some errnos "Unknown system error -N": ESTALE is -116.)
+        const code = typeof ee.code === 'string' && /^(E[A-Z0-9]+|xattr:.*)$/.test(ee.code) ? ee.code : typeof ee.errno === 'number' ? `errno${-ee.errno}` : undefined;
+        if (code === undefined) throw e;
         // POSIX lets a non-empty directory fail rmdir and rename with either errno.
         outcome = `ERR ${(name === 'rmdir' || name === 'renamedir') && code === 'EEXIST' ? 'ENOTEMPTY' : code}`;
         this.errCounts[code] = (this.errCounts[code] ?? 0) + 1;
@@ -760,7 +764,15 @@ export class Worker {
       this.opCounts[name] = (this.opCounts[name] ?? 0) + 1;
       this.lines.push(`${i} ${name} ${this.note} => ${outcome}`);
     }
-    while (this.fds.length > 0) this.closeFd(this.fds[0] as OpenFd);
+    while (this.fds.length > 0) {
+      const f = this.fds[0] as OpenFd;
+      try {
+        this.closeFd(f);
+        this.lines.push(`end close fd:${f.obj.id} => ok`);
+      } catch (e) {
+        this.lines.push(`end close fd:${f.obj.id} => ERR ${(e as NodeJS.ErrnoException).code}`);
+      }
+    }
     this.finalCheck();
   }
 

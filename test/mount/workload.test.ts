@@ -9,9 +9,10 @@
 //     which names share an inode, owners, symlink targets, user.* xattrs, and the mtimes the
 //     workload set explicitly — both through the live mount and after a remount (from disk);
 //   - the volume unmounts cleanly and `fsck.o2fs -n` finds nothing to fix.
-// One case uses the default mount options, one `-o nokernelcache`.
+// One case uses the default mount options, one `-o nokernelcache`, one 1 KiB blocks and
+// 16 KiB clusters (so writes straddle clusters and blocks differently).
 //
-// Replay a failing seed:  O2FS_WORKLOAD_SEEDS=<seed>[:<mount options>][,...] \
+// Replay a failing seed:  O2FS_WORKLOAD_SEEDS='<seed>[:<mount options>[:<mkfs args>]][,...]' \
 //   npx tap --reporter=tap dist/test/mount/workload.test.js
 // (O2FS_WORKLOAD_OPS=<n> changes the operations per worker), or run one worker by hand:
 //   node dist/test/mount/workload-runner.js --seed S --worker K --root DIR --ops N
@@ -26,19 +27,23 @@ const WORKERS = 3;
 const WORKER_TIMEOUT_MS = 150_000;
 const VOLUME_BYTES = 512 << 20;
 const DIFFS_SHOWN_MAX = 25;
+/** What a fresh o2fs volume holds before the workload starts. */
+const O2FS_OWN = ['lost+found'];
 const RUNNER = path.join(__dirname, 'workload-runner.js');
 
 interface Case {
   seed: number;
   options?: string;
+  /** mkfs.o2fs arguments (a geometry other than the default 4 KiB blocks and clusters). */
+  mkfs?: string[];
 }
 
 function cases(): Case[] {
   const env = process.env.O2FS_WORKLOAD_SEEDS;
-  if (!env) return [{ seed: 1 }, { seed: 2, options: 'nokernelcache' }];
+  if (!env) return [{ seed: 1 }, { seed: 2, options: 'nokernelcache' }, { seed: 3, mkfs: ['-b', '1024', '-C', '16384'] }];
   return env.split(',').map((s) => {
-    const [seed, options] = s.split(':', 2) as [string, string | undefined];
-    return { seed: Number(seed), options: options || undefined };
+    const [seed, options, mkfs] = s.split(':', 3) as [string, string | undefined, string | undefined];
+    return { seed: Number(seed), options: options || undefined, mkfs: mkfs ? mkfs.split(' ') : undefined };
   });
 }
 
@@ -91,10 +96,11 @@ interface Entry {
 }
 
 /** Walks a tree without following symlinks; one Python process, JSON out. */
-function dumpTree(root: string): Record<string, Entry> {
+function dumpTree(root: string, ignoreTop: string[] = []): Record<string, Entry> {
   const code = `
 import hashlib, json, os, stat, sys
 root = ${JSON.stringify(root)}
+ignore_top = ${JSON.stringify(ignoreTop)}
 out = {}
 by_ino = {}
 def walk(rel):
@@ -122,6 +128,8 @@ def walk(rel):
     out[rel or '.'] = e
     if e['type'] == 'dir':
         for name in sorted(os.listdir(p)):
+            if not rel and name in ignore_top:
+                continue
             walk(os.path.join(rel, name) if rel else name)
 walk('')
 for e in out.values():
@@ -161,13 +169,14 @@ function firstLogDifference(host: string[], o2: string[]): string | null {
 }
 
 for (const c of cases()) {
-  const label = `seed ${c.seed}, ${WORKERS} workers x ${OPS_PER_WORKER} ops, ${c.options ? `-o ${c.options}` : 'default options'}`;
-  const replay = `replay: O2FS_WORKLOAD_SEEDS=${c.seed}${c.options ? `:${c.options}` : ''} O2FS_WORKLOAD_OPS=${OPS_PER_WORKER} npx tap --reporter=tap dist/test/mount/workload.test.js`;
+  const label = `seed ${c.seed}, ${WORKERS} workers x ${OPS_PER_WORKER} ops, ${c.options ? `-o ${c.options}` : 'default options'}${c.mkfs ? `, mkfs ${c.mkfs.join(' ')}` : ''}`;
+  const spec = `${c.seed}${c.options || c.mkfs ? `:${c.options ?? ''}` : ''}${c.mkfs ? `:${c.mkfs.join(' ')}` : ''}`;
+  const replay = `replay: O2FS_WORKLOAD_SEEDS='${spec}' O2FS_WORKLOAD_OPS=${OPS_PER_WORKER} npx tap --reporter=tap dist/test/mount/workload.test.js`;
   t.test(label, async (t) => {
     const dir = tempDir(t, 'o2fs-workload-');
     const hostRoot = path.join(dir, 'host');
     await fsp.mkdir(hostRoot);
-    const m = await mountFresh(t, dir, { sizeBytes: VOLUME_BYTES, options: c.options });
+    const m = await mountFresh(t, dir, { sizeBytes: VOLUME_BYTES, options: c.options, mkfsArgs: c.mkfs });
     const started = Date.now();
     const [hostRes, o2Res] = await Promise.all([runWorkload(c.seed, hostRoot, path.join(dir, 'out-host')), runWorkload(c.seed, m.mp, path.join(dir, 'out-o2fs'))]);
     t.comment(`workload ran in ${((Date.now() - started) / 1000).toFixed(1)} s (host and o2fs side by side)`);
@@ -195,7 +204,7 @@ for (const c of cases()) {
     t.same(o2Res.flatMap((r) => r.manifest.explicitMtimes).sort(), [...explicit].sort(), 'same paths keep an explicit mtime');
     t.comment(`${explicit.size} paths keep the mtime the workload set`);
     const hostTree = dumpTree(hostRoot);
-    const live = diffTrees(hostTree, dumpTree(m.mp), explicit);
+    const live = diffTrees(hostTree, dumpTree(m.mp, O2FS_OWN), explicit);
     t.same(live.slice(0, DIFFS_SHOWN_MAX), [], `live mount: same tree as the host (${Object.keys(hostTree).length} entries; ${replay})`);
 
     const u = m.umount();
@@ -205,7 +214,7 @@ for (const c of cases()) {
 
     // Everything above may have come from caches; read it all back from disk.
     const again = await mountExisting(t, m.img, m.mp, c.options);
-    const remounted = diffTrees(hostTree, dumpTree(again.mp), explicit);
+    const remounted = diffTrees(hostTree, dumpTree(again.mp, O2FS_OWN), explicit);
     t.same(remounted.slice(0, DIFFS_SHOWN_MAX), [], `after a remount: same tree as the host (${replay})`);
     const u2 = again.umount();
     t.equal(u2.status, 0, `umount after the remount: ${u2.err}`);
