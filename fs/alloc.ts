@@ -84,13 +84,16 @@ export async function allocClusters(tx: Transaction, want: number, min = 1, hint
   const groups = Math.ceil(tx.vol.geo.totalClusters / chain.cpg);
   const hintGroup = Math.min(groups - 1, Math.floor(hintCluster / chain.cpg));
   let best: { g: GroupDesc; gi: number; start: number; len: number } | null = null;
+  // Clusters freed by transactions that are not durable yet look used to the search.
+  const pending = [...tx.freedClusters, ...(tx.vol.journal?.pendingFrees() ?? [])];
   for (let k = 0; k < groups; k++) {
     const gi = (hintGroup + k) % groups;
     const g = await tx.getGroup(globalGroupBlkno(tx, gi, chain.cpg));
     if (g.free < min) continue;
     const from = k === 0 ? Math.max(0, hintCluster - gi * chain.cpg) : 0;
-    let run = findFreeRun(g.bitmap, g.bits, from, min, want);
-    if (!run && from > 0) run = findFreeRun(g.bitmap, g.bits, 0, min, want);
+    const bitmap = maskPending(g.bitmap, gi * chain.cpg, g.bits, pending);
+    let run = findFreeRun(bitmap, g.bits, from, min, want);
+    if (!run && from > 0) run = findFreeRun(bitmap, g.bits, 0, min, want);
     if (!run) continue;
     if (!best || run.len > best.len) best = { g, gi, start: run.start, len: run.len };
     // Runs never cross a group, so a run as long as the group's free space is the best
@@ -120,8 +123,22 @@ export async function allocClusterRuns(tx: Transaction, clusters: number, hintCl
   return runs;
 }
 
+/** The bitmap of a group starting at cluster `base`, with pending frees shown as used. */
+function maskPending(bitmap: Buffer, base: number, bits: number, pending: ReadonlyArray<ClusterRun>): Buffer {
+  let out: Buffer | null = null;
+  for (const p of pending) {
+    const lo = Math.max(p.startCluster, base);
+    const hi = Math.min(p.startCluster + p.clusters, base + bits);
+    if (lo >= hi) continue;
+    out ??= Buffer.from(bitmap);
+    for (let c = lo; c < hi; c++) setBit(out, c - base);
+  }
+  return out ?? bitmap;
+}
+
 /** Returns clusters to the global bitmap; they must all be allocated. */
 export async function freeClusters(tx: Transaction, startCluster: number, clusters: number): Promise<void> {
+  tx.freedClusters.push({ startCluster, clusters });
   const bitmapBlkno = await tx.vol.systemInode(SYSFILE.globalBitmap);
   const cpg = chainOf(await tx.getInode(bitmapBlkno)).cpg;
   let c = startCluster;

@@ -47,6 +47,13 @@ export class Journal {
   private nextSeq: number;
   private running = new Map<number, Buffer>();
   private runningRevokes = new Set<number>();
+  /**
+   * Clusters freed by the running and the in-flight transaction. Until the transaction that
+   * freed them is committed, a crash gives them back to their old owner, so nobody else may
+   * write to them (OCFS2 keeps freed clusters in the truncate log for the same reason).
+   */
+  private runningFrees: Array<{ startCluster: number; clusters: number }> = [];
+  private inflightFrees: Array<{ startCluster: number; clusters: number }> = [];
   /** The transaction being written to the log right now. */
   private inflight: Map<number, Buffer> | null = null;
   private committed = new Map<number, Buffer>();
@@ -119,7 +126,12 @@ export class Journal {
   }
 
   /** Takes a finished operation's blocks into the running transaction (no I/O). */
-  add(images: Map<number, Buffer>, freed: Set<number>): void {
+  pendingFrees(): ReadonlyArray<{ startCluster: number; clusters: number }> {
+    return this.inflightFrees.length === 0 ? this.runningFrees : [...this.runningFrees, ...this.inflightFrees];
+  }
+
+  add(images: Map<number, Buffer>, freed: Set<number>, freedClusters: ReadonlyArray<{ startCluster: number; clusters: number }> = []): void {
+    this.runningFrees.push(...freedClusters);
     for (const [blkno, image] of images) {
       if (image.toString('latin1', 0, 3) === 'O2J') throw new Error(`assertion: block ${blkno} looks like a journal record`);
       this.running.set(blkno, image);
@@ -144,7 +156,7 @@ export class Journal {
 
   private async commitLocked(): Promise<boolean> {
     if (this.needsReplay) throw new Error(`assertion: journal of slot ${this.slot} written before replay`);
-    if (this.running.size === 0 && this.runningRevokes.size === 0) return false;
+    if (this.running.size === 0 && this.runningRevokes.size === 0 && this.runningFrees.length === 0) return false;
     const per = blocksPerRecord(this.vol.geo.blockSize);
     const needFor = (n: number, r: number): number => Math.ceil(n / per) + n + Math.ceil(r / per) + 1;
     // Make room first (operations keep adding meanwhile), then take the snapshot.
@@ -154,6 +166,8 @@ export class Journal {
     const revokes = [...this.runningRevokes];
     this.running = new Map();
     this.runningRevokes = new Set();
+    this.inflightFrees = this.runningFrees;
+    this.runningFrees = [];
     // Until the commit record is down, these blocks must stay visible to lookup().
     this.inflight = images;
     const targets = [...images.keys()];
@@ -161,6 +175,8 @@ export class Journal {
     if (need > this.total - 2 - this.used()) {
       this.inflight = null;
       for (const [b, img] of images) if (!this.running.has(b)) this.running.set(b, img);
+      this.runningFrees.push(...this.inflightFrees);
+      this.inflightFrees = [];
       throw new FsError('ENOSPC', `transaction of ${need} blocks does not fit the ${this.total}-block journal`);
     }
     try {
@@ -169,6 +185,8 @@ export class Journal {
       // Not committed: the blocks go back to the running transaction (unless newer there).
       for (const [b, img] of images) if (!this.running.has(b)) this.running.set(b, img);
       for (const b of revokes) this.runningRevokes.add(b);
+      this.runningFrees.push(...this.inflightFrees);
+      this.inflightFrees = [];
       this.inflight = null;
       throw e;
     }
@@ -208,6 +226,7 @@ export class Journal {
     this.nextSeq = seq + 1;
     for (const [b, img] of images) this.committed.set(b, img);
     this.inflight = null;
+    this.inflightFrees = [];
     this.stats.commits += 1;
     this.stats.blocksLogged += images.size;
     return true;

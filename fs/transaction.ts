@@ -18,6 +18,8 @@ export class Transaction {
   readonly vol: Volume;
   private readonly dirty = new Map<number, Buffer>();
   private readonly freed = new Set<number>();
+  /** Data clusters this transaction freed: not reusable until it is durably committed. */
+  readonly freedClusters: Array<{ startCluster: number; clusters: number }> = [];
   private done = false;
 
   constructor(vol: Volume) {
@@ -104,7 +106,7 @@ export class Transaction {
     } else if (journal) {
       // A mount: the journal takes the blocks; they reach their place at checkpoint.
       if (this.vol.readOnly && this.dirty.size > 0) throw new FsError('EROFS', 'volume is read-only');
-      journal.add(this.dirty, this.freed);
+      journal.add(this.dirty, this.freed, this.freedClusters);
       for (const [blkno, image] of this.dirty) this.vol.updateCache(blkno, image);
       if ((opts.durable ?? false) || journal.runningBlocks > journal.runningLimit) await journal.commit();
       return;

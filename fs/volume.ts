@@ -12,7 +12,9 @@ const CACHE_BLOCKS_MAX = 16384;
 /** What a Transaction needs of the mounted journal (fs/journal.ts implements it). */
 export interface MountJournal {
   lookup(blkno: number): Buffer | undefined;
-  add(images: Map<number, Buffer>, freed: Set<number>): void;
+  add(images: Map<number, Buffer>, freed: Set<number>, freedClusters: ReadonlyArray<{ startCluster: number; clusters: number }>): void;
+  /** Clusters freed by transactions not yet durable: the allocator must not hand them out. */
+  pendingFrees(): ReadonlyArray<{ startCluster: number; clusters: number }>;
   commit(): Promise<boolean>;
   readonly runningBlocks: number;
   readonly runningLimit: number;
