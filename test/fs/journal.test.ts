@@ -1,0 +1,187 @@
+// The journal on its own: record codecs, commit and replay, wrap-around, revokes, torn
+// transactions and bad commit checksums (ignored, not applied), idempotent replay.
+import t from 'tap';
+import { mkdtempSync, promises as fsp } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { FaultyBlockDevice } from '../../blockdev/faulty';
+import { openFileDevice } from '../../blockdev/file';
+import type { BlockDevice } from '../../blockdev/types';
+import { SIG } from '../../fs/format/constants';
+import { decodeRecord, encodeCommit, encodeListRecord } from '../../fs/format/journal-records';
+import { encodeSlotMapBlock } from '../../fs/format/slot-map';
+import { Journal } from '../../fs/journal';
+import { Volume } from '../../fs/volume';
+import { makeVolume } from './populate';
+import { OverlayDevice } from './overlay';
+
+const dir = mkdtempSync(path.join(os.tmpdir(), 'o2fs-journal-'));
+t.teardown(() => fsp.rm(dir, { recursive: true, force: true }));
+
+/** A metadata image we can recognise: a slot-map-shaped block carrying `tag`. */
+function image(vol: Volume, blkno: number, tag: number): Buffer {
+  return encodeSlotMapBlock([{ inUse: true, nodeNum: tag % 250, mountGeneration: tag }], 0, blkno, vol.fsGeneration, vol.geo.blockSize);
+}
+
+function tagOf(buf: Buffer): number {
+  return buf.toString('latin1', 0, 8) === SIG.slotMap ? buf.readUInt32LE(0x28 + 4) : -1;
+}
+
+async function setup(bs = 4096): Promise<{ base: BlockDevice; scratch: number[] }> {
+  const img = path.join(dir, `v${Math.random().toString(36).slice(2)}.img`);
+  await makeVolume(img, 96 << 20, { blockSize: bs, journalBytes: 4 << 20, slots: 1 });
+  const base = await openFileDevice(img, { readOnly: true });
+  // Scratch targets: blocks near the end of the volume, unused by mkfs.
+  const total = Math.floor((96 << 20) / bs);
+  return { base, scratch: Array.from({ length: 600 }, (_, i) => total - 1000 + i) };
+}
+
+async function readTag(dev: BlockDevice, vol: Volume, blkno: number): Promise<number> {
+  return tagOf(await dev.read(blkno * vol.geo.blockSize, vol.geo.blockSize));
+}
+
+t.test('record codecs reject what is not theirs', async (t) => {
+  const bs = 4096;
+  const d = encodeListRecord({ kind: 'descriptor', sequence: 9, blocks: [5, 6, 7] }, 100, 0xabc, bs);
+  t.same(decodeRecord(d, 100, 0xabc), { kind: 'descriptor', sequence: 9, blocks: [5, 6, 7] });
+  t.equal(decodeRecord(d, 101, 0xabc), null, 'a record at the wrong place');
+  t.equal(decodeRecord(d, 100, 0xabd), null, 'a record of another volume');
+  const c = encodeCommit({ kind: 'commit', sequence: 9, blockCount: 4, crc: 0xdeadbeef, timeMs: 123 }, 104, 0xabc, bs);
+  t.same(decodeRecord(c, 104, 0xabc), { kind: 'commit', sequence: 9, blockCount: 4, crc: 0xdeadbeef, timeMs: 123 });
+  c[200] ^= 1;
+  t.equal(decodeRecord(c, 104, 0xabc), null, 'a damaged record');
+  t.equal(decodeRecord(Buffer.alloc(bs), 104, 0xabc), null, 'a zero block');
+});
+
+t.test('committed transactions survive a crash; uncommitted ones do not', async (t) => {
+  const { base, scratch } = await setup();
+  t.teardown(() => base.close());
+  const lower = new OverlayDevice(base);
+  const dev = new FaultyBlockDevice(lower);
+  const vol = await Volume.open(dev);
+  const j = await Journal.open(vol, 0);
+  vol.journal = j;
+  j.add(new Map([[scratch[0], image(vol, scratch[0], 1)], [scratch[1], image(vol, scratch[1], 2)]]), new Set());
+  await j.commit();
+  j.add(new Map([[scratch[2], image(vol, scratch[2], 3)]]), new Set());
+  t.equal(tagOf((await vol.readMeta(scratch[2], SIG.slotMap))), 3, 'running images are visible to readers');
+  await dev.powerCut({ keep: 'none' });
+  const vol2 = await Volume.open(lower);
+  t.equal(await readTag(lower, vol2, scratch[0]), -1, 'not in place before replay');
+  const j2 = await Journal.open(vol2, 0);
+  t.equal(j2.dirty, true);
+  const r = await j2.replay();
+  t.equal(r.transactions, 1);
+  t.equal(await readTag(lower, vol2, scratch[0]), 1);
+  t.equal(await readTag(lower, vol2, scratch[1]), 2);
+  t.equal(await readTag(lower, vol2, scratch[2]), -1, 'the uncommitted transaction is gone');
+  const again = await (await Journal.open(vol2, 0)).replay();
+  t.equal(again.transactions, 0, 'replay leaves a clean journal: a second replay does nothing');
+});
+
+t.test('the log wraps around and still replays in order', async (t) => {
+  const { base, scratch } = await setup();
+  t.teardown(() => base.close());
+  const lower = new OverlayDevice(base);
+  const dev = new FaultyBlockDevice(lower);
+  const vol = await Volume.open(dev);
+  const j = await Journal.open(vol, 0);
+  vol.journal = j;
+  // 1024-block journal; each commit is 1 descriptor + 8 images + 1 commit = 10 blocks.
+  let tag = 0;
+  for (let round = 0; round < 300; round++) {
+    const imgs = new Map<number, Buffer>();
+    for (let k = 0; k < 8; k++) {
+      const b = scratch[(round * 8 + k) % scratch.length];
+      imgs.set(b, image(vol, b, ++tag));
+    }
+    j.add(imgs, new Set());
+    await j.commit();
+  }
+  t.ok(j.stats.checkpoints >= 4, `${j.stats.checkpoints} checkpoints: the log went round several times`);
+  const expected = new Map<number, number>();
+  for (const b of scratch) expected.set(b, tagOf(j.lookup(b) ?? (await vol.readMeta(b, SIG.slotMap))));
+  await dev.powerCut({ keep: 'none' });
+  const vol2 = await Volume.open(lower);
+  await (await Journal.open(vol2, 0)).replay();
+  let wrong = 0;
+  for (const [b, want] of expected) if ((await readTag(lower, vol2, b)) !== want) wrong++;
+  t.equal(wrong, 0, 'every block has its last committed image');
+});
+
+t.test('revoked blocks are not replayed from older transactions', async (t) => {
+  const { base, scratch } = await setup();
+  t.teardown(() => base.close());
+  const lower = new OverlayDevice(base);
+  const dev = new FaultyBlockDevice(lower);
+  const vol = await Volume.open(dev);
+  const j = await Journal.open(vol, 0);
+  vol.journal = j;
+  const [a, b] = scratch;
+  j.add(new Map([[a, image(vol, a, 11)], [b, image(vol, b, 12)]]), new Set());
+  await j.commit();
+  j.add(new Map(), new Set([a]));
+  await j.commit();
+  // The freed block now holds something else, written in place (e.g. after reuse).
+  await dev.write(a * vol.geo.blockSize, Buffer.alloc(vol.geo.blockSize, 0x77));
+  await dev.flush();
+  await dev.powerCut({ keep: 'none' });
+  const vol2 = await Volume.open(lower);
+  const r = await (await Journal.open(vol2, 0)).replay();
+  t.equal(r.revoked, 1);
+  t.same((await lower.read(a * vol.geo.blockSize, vol.geo.blockSize)).subarray(0, 8), Buffer.alloc(8, 0x77), 'revoked block left alone');
+  t.equal(await readTag(lower, vol2, b), 12, 'the rest replayed');
+});
+
+t.test('a torn transaction and a bad commit checksum are ignored', async (t) => {
+  for (const damage of ['torn', 'checksum'] as const) {
+    const { base, scratch } = await setup();
+    t.teardown(() => base.close());
+    const lower = new OverlayDevice(base);
+    const dev = new FaultyBlockDevice(lower);
+    const vol = await Volume.open(dev);
+    const j = await Journal.open(vol, 0);
+    vol.journal = j;
+    j.add(new Map([[scratch[0], image(vol, scratch[0], 21)]]), new Set());
+    await j.commit();
+    j.add(new Map([[scratch[1], image(vol, scratch[1], 22)], [scratch[2], image(vol, scratch[2], 23)]]), new Set());
+    if (damage === 'torn') {
+      // Everything of the second transaction but its commit record reaches the disk.
+      dev.failAfter({ writes: 3 });
+      t.equal(await j.commit().then(() => 'committed', () => 'failed'), 'failed', 'the commit fails part-way');
+      dev.failAfter({});
+      await dev.flush().catch(() => undefined);
+    } else {
+      await j.commit();
+      // Flip a byte of the second transaction's first image inside the log.
+      const js = await Journal.open(vol, 0);
+      void js;
+      const logBlock = await findLogged(dev, vol, scratch[1]);
+      const buf = await dev.read(logBlock * vol.geo.blockSize, vol.geo.blockSize);
+      buf[600] ^= 0xff;
+      await dev.write(logBlock * vol.geo.blockSize, buf);
+      await dev.flush();
+    }
+    await dev.powerCut({ keep: 'none' });
+    const vol2 = await Volume.open(lower);
+    const r = await (await Journal.open(vol2, 0)).replay();
+    t.equal(r.transactions, 1, `${damage}: only the intact transaction is replayed`);
+    t.equal(await readTag(lower, vol2, scratch[0]), 21);
+    t.equal(await readTag(lower, vol2, scratch[1]), -1, `${damage}: the damaged transaction is not applied`);
+  }
+});
+
+/** The log block holding the most recent image of `target` (scanning the journal area). */
+async function findLogged(dev: BlockDevice, vol: Volume, target: number): Promise<number> {
+  const bs = vol.geo.blockSize;
+  for (let b = 0; b < vol.geo.totalBlocks; b++) {
+    const buf = await dev.read(b * bs, bs);
+    if (buf.toString('latin1', 0, 8) !== SIG.journalDescriptor) continue;
+    const rec = decodeRecord(buf, b, vol.fsGeneration);
+    if (rec && rec.kind === 'descriptor') {
+      const i = rec.blocks.indexOf(target);
+      if (i >= 0) return b + 1 + i;
+    }
+  }
+  throw new Error(`block ${target} not found in the journal`);
+}
