@@ -34,15 +34,17 @@ export interface Suballoc {
   groupBlkno: number;
 }
 
+// u64 fields hold values below 2^53 in memory; two 32-bit halves avoid BigInt on the hot path.
 export function writeU64(buf: Buffer, off: number, value: number): void {
   if (!Number.isSafeInteger(value) || value < 0) throw new RangeError(`u64 field out of range: ${value}`);
-  buf.writeBigUInt64LE(BigInt(value), off);
+  buf.writeUInt32LE(value % 0x100000000, off);
+  buf.writeUInt32LE(Math.floor(value / 0x100000000), off + 4);
 }
 
 export function readU64(buf: Buffer, off: number): number {
-  const v = buf.readBigUInt64LE(off);
-  if (v > BigInt(Number.MAX_SAFE_INTEGER)) return Number.MAX_SAFE_INTEGER; // caught by range checks
-  return Number(v);
+  const hi = buf.readUInt32LE(off + 4);
+  if (hi >= 0x200000) return Number.MAX_SAFE_INTEGER; // beyond 2^53: caught by range checks
+  return hi * 0x100000000 + buf.readUInt32LE(off);
 }
 
 export function writeI64(buf: Buffer, off: number, value: number): void {

@@ -65,7 +65,7 @@ function runWorker(seed: number, worker: number, root: string, outDir: string): 
     child.on('error', reject);
     child.on('exit', (code, signal) => {
       if (code !== 0) {
-        reject(new Error(`worker ${worker} on ${root} ended with ${signal ?? code}: ${err.slice(-2000)}`));
+        reject(new Error(`seed ${seed} worker ${worker} on ${root} ended with ${signal ?? code}: ${err.slice(-2000)}`));
         return;
       }
       Promise.all([fsp.readFile(log, 'utf8'), fsp.readFile(manifest, 'utf8')])
