@@ -87,15 +87,16 @@ export async function dirInsert(tx: Transaction, ctx: AllocContext, dir: Inode, 
     const entries = inlineEntries(dir);
     if (findByName(entries, name, major) >= 0) throw new FsError('EEXIST');
     const e: Dirent = { ino, cookie: uniqueCookie(entries, name, seed), fileType, name: Buffer.from(name) };
-    insertSorted(entries, e);
-    if (inlineDirBytes(entries) <= inlineDataCapacity(tx.bs, dir.xattrInlineBytes)) {
-      dir.body = { kind: 'inline', data: encodeInlineDir(entries, Infinity) };
+    const grown = [...entries];
+    insertSorted(grown, e);
+    if (inlineDirBytes(grown) <= inlineDataCapacity(tx.bs, dir.xattrInlineBytes)) {
+      dir.body = { kind: 'inline', data: encodeInlineDir(grown, Infinity) };
       dir.size = dir.body.data.length;
       tx.putInode(dir);
       return e;
     }
+    // Outgrown: index what is there (it fits one leaf), then insert as into any indexed dir.
     await convertToIndexed(tx, ctx, dir, entries);
-    return e;
   }
   const leaf = await leafFor(tx, dir, major);
   if (findByName(leaf.entries, name, major) >= 0) throw new FsError('EEXIST');
@@ -125,20 +126,55 @@ async function convertToIndexed(tx: Transaction, ctx: AllocContext, dir: Inode, 
   await insertRecord(tx, ctx, dir, { cpos: 0, clusters: 1, flags: 0, blkno: leaf.blkno });
 }
 
+/**
+ * Splits an overfull leaf at major-hash boundaries (all entries of one major hash stay
+ * together): in two, at the boundary that balances the halves best, or, when no two-way
+ * split fits (long names in small blocks), into as many leaves as it takes.
+ */
 async function splitLeaf(tx: Transaction, ctx: AllocContext, dir: Inode, leaf: DirLeaf): Promise<void> {
   const es = leaf.entries;
-  const mid = Math.floor(es.length / 2);
-  const midMajor = majorOfCookie(es[mid].cookie);
-  let cut = es.findIndex((e) => majorOfCookie(e.cookie) >= midMajor);
-  if (cut <= 0) cut = es.findIndex((e) => majorOfCookie(e.cookie) > midMajor);
-  if (cut <= 0) throw new FsError('ENOSPC', `directory ${dir.blkno}: too many names share one hash`);
-  const upper = es.splice(cut);
   const cap = leafCapacityBytes(tx.bs);
-  if (entriesBytes(es) > cap || entriesBytes(upper) > cap) throw new FsError('ENOSPC', `directory ${dir.blkno}: hash bucket cannot split`);
+  const sizes = es.map((e) => direntBytes(e.name.length));
+  const total = sizes.reduce((a, b) => a + b, 0);
+  let best = -1;
+  let bestSkew = Infinity;
+  for (let i = 1, before = sizes[0]; i < es.length; before += sizes[i], i++) {
+    if (majorOfCookie(es[i].cookie) === majorOfCookie(es[i - 1].cookie)) continue;
+    if (before > cap || total - before > cap) continue;
+    const skew = Math.abs(total - 2 * before);
+    if (skew < bestSkew) {
+      best = i;
+      bestSkew = skew;
+    }
+  }
+  const chunks: Dirent[][] = [];
+  if (best > 0) chunks.push(es.slice(0, best), es.slice(best));
+  else {
+    let cur: Dirent[] = [];
+    let curBytes = 0;
+    for (let i = 0; i < es.length; ) {
+      let j = i;
+      let groupBytes = 0;
+      while (j < es.length && majorOfCookie(es[j].cookie) === majorOfCookie(es[i].cookie)) groupBytes += sizes[j++];
+      if (groupBytes > cap) throw new FsError('ENOSPC', `directory ${dir.blkno}: too many long names share one hash`);
+      if (curBytes + groupBytes > cap && cur.length > 0) {
+        chunks.push(cur);
+        cur = [];
+        curBytes = 0;
+      }
+      cur.push(...es.slice(i, j));
+      curBytes += groupBytes;
+      i = j;
+    }
+    chunks.push(cur);
+  }
+  leaf.entries = chunks[0];
   tx.putDirLeaf(leaf);
-  const sibling = await newLeaf(tx, ctx, dir, upper);
-  dir.size += tx.bs;
-  await insertRecord(tx, ctx, dir, { cpos: majorOfCookie(upper[0].cookie), clusters: 1, flags: 0, blkno: sibling.blkno });
+  for (const chunk of chunks.slice(1)) {
+    const sibling = await newLeaf(tx, ctx, dir, chunk);
+    dir.size += tx.bs;
+    await insertRecord(tx, ctx, dir, { cpos: majorOfCookie(chunk[0].cookie), clusters: 1, flags: 0, blkno: sibling.blkno });
+  }
 }
 
 /** Removes `name`; ENOENT if absent. Changes and puts `dir`. */

@@ -19,10 +19,17 @@ export interface NewInodeOptions {
   sysFileId?: number;
 }
 
+// Wall-clock nanoseconds from one reading of Date.now() plus the monotonic clock since:
+// timestamps never go backwards within a mount (ctime/mtime ordering is visible to users).
+const WALL_ANCHOR_NS = BigInt(Date.now()) * 1_000_000n;
+const HR_ANCHOR_NS = process.hrtime.bigint();
+let lastNs = 0n;
+
 export function nowTimespec(): Timespec {
-  const ns = process.hrtime.bigint();
-  const wallNs = BigInt(Date.now()) * 1_000_000n + (ns % 1_000_000n);
-  return { sec: Number(wallNs / 1_000_000_000n), nsec: Number(wallNs % 1_000_000_000n) };
+  let ns = WALL_ANCHOR_NS + (process.hrtime.bigint() - HR_ANCHOR_NS);
+  if (ns <= lastNs) ns = lastNs + 1n;
+  lastNs = ns;
+  return { sec: Number(ns / 1_000_000_000n), nsec: Number(ns % 1_000_000_000n) };
 }
 
 export function emptyExtentBody(bs: number, xattrInlineBytes: number): InodeBody {

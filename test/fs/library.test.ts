@@ -252,3 +252,22 @@ t.test('rename: replace, noreplace, exchange, loops, non-empty targets', async (
   await expectClean(t, dev);
   await dev.close();
 });
+
+t.test('long names in small blocks: inline conversion and multi-way leaf splits', async (t) => {
+  for (const bs of [512, 1024]) {
+    const { dev, vol } = await freshVolume(128 << 20, { blockSize: bs });
+    const ctx = await slotContext(vol);
+    const tx = new Transaction(vol);
+    const d = await createNode(tx, ctx, await resolvePath(tx, '/'), Buffer.from('d'), { mode: S_IFDIR | 0o755, uid: 0, gid: 0 });
+    const names = [...Array.from({ length: 40 }, (_, i) => `s${i}`), ...Array.from({ length: 300 }, (_, i) => `L${String(i).padStart(3, '0')}_${'x'.repeat(245 + (i % 6))}`)];
+    for (const n of names) await createNode(tx, ctx, d, Buffer.from(n), { mode: S_IFREG | 0o644, uid: 0, gid: 0 });
+    await tx.commit();
+    const tx2 = new Transaction(vol);
+    const dd = await tx2.getInode(d.blkno);
+    let missing = 0;
+    for (const n of names) if (!(await dirLookup(tx2, dd, Buffer.from(n)))) missing++;
+    t.equal(missing, 0, `${bs}-byte blocks: every long name found`);
+    await expectClean(t, dev);
+    await dev.close();
+  }
+});
