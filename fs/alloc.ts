@@ -76,6 +76,19 @@ async function updateCounts(tx: Transaction, allocBlkno: number, g: GroupDesc, d
  * preferring the group that holds `hintCluster`. Throws ENOSPC when no run of `min` exists.
  */
 export async function allocClusters(tx: Transaction, want: number, min = 1, hintCluster = 0): Promise<ClusterRun> {
+  try {
+    return await allocClustersOnce(tx, want, min, hintCluster);
+  } catch (e) {
+    // Space freed by earlier operations becomes usable once their transaction commits:
+    // commit now rather than fail (the caller's own frees stay pending).
+    const journal = tx.vol.journal;
+    if (!(e instanceof FsError) || e.errno !== 'ENOSPC' || !journal || journal.pendingFrees().length === 0) throw e;
+    await journal.commit();
+    return allocClustersOnce(tx, want, min, hintCluster);
+  }
+}
+
+async function allocClustersOnce(tx: Transaction, want: number, min: number, hintCluster: number): Promise<ClusterRun> {
   if (want < 1 || min < 1 || min > want) throw new Error(`assertion: allocClusters(${want}, ${min})`);
   const bitmapBlkno = await tx.vol.systemInode(SYSFILE.globalBitmap);
   const ino = await tx.getInode(bitmapBlkno);

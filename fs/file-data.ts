@@ -241,7 +241,7 @@ export async function writeFile(tx: Transaction, ctx: AllocContext, ino: Inode, 
       buf = await tx.vol.readData(phys, lastBlock - firstBlock);
       data.copy(buf, pos - firstBlock * bs, pos - offset, chunkEnd - offset);
     }
-    await tx.vol.writeData(phys, Buffer.from(buf));
+    await tx.vol.writeData(phys, buf);
     pos = chunkEnd;
   }
   ino.size = Math.max(ino.size, end);

@@ -96,7 +96,7 @@ export async function serve(device: string, mountpoint: string, o: MountOpts, on
     await dev.close();
     throw e;
   }
-  const session = new FuseSession(fd, fs, { noKernelCache: o.noKernelCache, log });
+  const session = new FuseSession(fd, fs, { noKernelCache: o.noKernelCache, log, readers: 4 });
   session.start();
   let stopping = false;
   const stop = (why: string): void => {
