@@ -16,6 +16,7 @@ import { pickSlot, readSlotMap, writeSlotMap } from './slot-map';
 import { Transaction } from './transaction';
 import { Volume } from './volume';
 import { Journal } from './journal';
+import { recoverSlot } from './recovery';
 import { HeartbeatWriter, nodeIsAlive } from './heartbeat-lite';
 import { randomInt } from 'node:crypto';
 
@@ -101,8 +102,10 @@ export class MountedVolume {
           const stale = slots.findIndex((s) => s.inUse && s.nodeNum === conn.thisNode);
           if (stale >= 0) log(`slot ${stale} was left by an unclean shutdown of node ${conn.thisNode}; recovering it`);
           slot = pickSlot(slots, conn.thisNode, o.preferredSlot);
+          // Our slot may hold what a crash left: journal, truncate log, local alloc, orphans.
+          const slotCtx: AllocContext = { slot, inodeAllocBlkno: await vol.systemInode(slotFileName(SYSFILE.inodeAlloc, slot)), extentAllocBlkno: await vol.systemInode(slotFileName(SYSFILE.extentAlloc, slot)) };
+          await recoverSlot(vol, slot, slotCtx, { log });
           journal = await Journal.open(vol, slot);
-          if (journal.dirty) await journal.replay(log);
           vol.journal = journal;
           heartbeat = await HeartbeatWriter.start(vol, conn.thisNode);
           const tx = new Transaction(vol);

@@ -18,9 +18,14 @@ import { PosixFs } from '../fs/posix';
 import { MountedVolume } from '../fs/super';
 import { Tool, UsageError, parseCommandLine } from './cli';
 
-// Set before libuv starts its threadpool (the first async I/O), which is after this
-// module loads: FUSE reads hold pool threads while they wait for requests.
+// FUSE reads hold libuv threadpool threads while they wait for requests, so the pool must
+// be larger than the number of readers. libuv reads UV_THREADPOOL_SIZE once, when the pool
+// starts, which may already have happened: only a size set in our startup environment (the
+// daemon is started with one) is trusted; otherwise the pool has libuv's default of 4.
+const POOL_AT_STARTUP = Number(process.env.UV_THREADPOOL_SIZE) || 4;
 process.env.UV_THREADPOOL_SIZE ??= '16';
+/** FUSE readers: up to 4, always leaving two pool threads for disk I/O. */
+const FUSE_READERS = Math.max(1, Math.min(4, POOL_AT_STARTUP - 2));
 
 export const EXIT_OK = 0;
 export const EXIT_USAGE = 1;
@@ -96,7 +101,7 @@ export async function serve(device: string, mountpoint: string, o: MountOpts, on
     await dev.close();
     throw e;
   }
-  const session = new FuseSession(fd, fs, { noKernelCache: o.noKernelCache, log, readers: 4 });
+  const session = new FuseSession(fd, fs, { noKernelCache: o.noKernelCache, log, readers: FUSE_READERS });
   session.start();
   let stopping = false;
   const stop = (why: string): void => {
@@ -193,7 +198,7 @@ async function daemonize(argv: string[]): Promise<number> {
   const child = spawn(process.execPath, [script, 'mount', '-f', ...argv, '--ready-fd'], {
     detached: true,
     stdio: ['ignore', 'ignore', 'pipe', 'pipe'],
-    env: { ...process.env, UV_THREADPOOL_SIZE: process.env.UV_THREADPOOL_SIZE },
+    env: { ...process.env, UV_THREADPOOL_SIZE: '16' },
   });
   let errText = '';
   child.stderr!.on('data', (d: Buffer) => {

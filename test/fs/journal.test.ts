@@ -185,3 +185,36 @@ async function findLogged(dev: BlockDevice, vol: Volume, target: number): Promis
   }
   throw new Error(`block ${target} not found in the journal`);
 }
+
+t.test('recoverSlot: replays, releases orphans, bumps the recovery generation once', async (t) => {
+  const { MountedVolume } = await import('../../fs/super');
+  const { PosixFs } = await import('../../fs/posix');
+  const { recoverSlot, recoveryGeneration } = await import('../../fs/recovery');
+  const { slotContext } = await import('./populate');
+  const { base } = await setup();
+  t.teardown(() => base.close());
+  const lower = new OverlayDevice(base);
+  const dev = new FaultyBlockDevice(lower);
+  const m = await MountedVolume.mount(dev, { commitSec: 3600, log: () => undefined });
+  const fs = new PosixFs(m, { entryTimeoutMs: 0, attrTimeoutMs: 0, keepCache: false });
+  const c = { unique: 0n, uid: 0, gid: 0, pid: 0, signal: new AbortController().signal };
+  const r = await fs.create(c, { parent: 1, name: Buffer.from('open-unlinked'), mode: 0o644, umask: 0, flags: 2, openFlags: 0 });
+  await fs.write(c, { ino: r.entry.ino, fh: r.open.fh, offsetBytes: 0, data: Buffer.alloc(100000, 3), flags: 0, writeFlags: 0 });
+  await fs.unlink(c, { parent: 1, name: Buffer.from('open-unlinked') });
+  await fs.fsync(c, { ino: r.entry.ino, fh: r.open.fh, dataOnly: false });
+  await dev.powerCut({ keep: 'none' });
+  // Another node (here: the same process, offline) recovers the dead mount's slot.
+  const vol = await Volume.open(lower);
+  const g0 = await recoveryGeneration(vol, 0);
+  const ctx = await slotContext(vol, 0);
+  const first = await recoverSlot(vol, 0, ctx, { expectedGeneration: g0 });
+  t.equal(first.performed, true);
+  t.ok(first.transactionsReplayed >= 1, 'the journal was replayed');
+  t.equal(first.orphansReleased, 1, 'the open-unlinked file is released');
+  t.equal(first.generation, g0 + 1);
+  const late = await recoverSlot(vol, 0, ctx, { expectedGeneration: g0 });
+  t.equal(late.performed, false, 'a second recoverer that saw the old generation does nothing');
+  const { fsck } = await import('../../fs/fsck/index');
+  const ck = await fsck(lower, { repair: false, log: () => undefined });
+  t.equal(ck.exitCode, 0, 'consistent afterwards (the slot map still names the dead node; fsck only warns)');
+});
