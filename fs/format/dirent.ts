@@ -18,7 +18,7 @@
 //   0x40 entries (sorted by cookie)
 import { CorruptionError } from '../errors';
 import { MAX_NAME_BYTES, SIG } from './constants';
-import { Suballoc, readSuballoc, readU64, sealBlock, writeHeader, writeSuballoc, writeU64 } from './header';
+import { Suballoc, readOwnedHeader, readU64, sealBlock, writeOwnedHeader, writeU64 } from './header';
 
 export const DIRENT_HEADER_BYTES = 18;
 export const DIR_LEAF_ENTRIES_OFFSET = 0x40;
@@ -117,9 +117,7 @@ export function inlineDirBytes(entries: Dirent[]): number {
 
 export function encodeDirLeaf(leaf: DirLeaf, bs: number): Buffer {
   const buf = Buffer.alloc(bs);
-  writeHeader(buf, { signature: SIG.dirLeaf, fsGeneration: leaf.fsGeneration, blkno: leaf.blkno, generation: 0 });
-  writeSuballoc(buf, leaf.suballoc);
-  writeU64(buf, 0x30, leaf.ownerBlkno);
+  writeOwnedHeader(buf, SIG.dirLeaf, leaf);
   const used = encodeDirents(leaf.entries, buf, DIR_LEAF_ENTRIES_OFFSET, bs);
   buf.writeUInt16LE(leaf.entries.length, 0x38);
   buf.writeUInt16LE(used, 0x3a);
@@ -127,12 +125,10 @@ export function encodeDirLeaf(leaf: DirLeaf, bs: number): Buffer {
 }
 
 export function decodeDirLeaf(buf: Buffer): DirLeaf {
-  const blkno = readU64(buf, 0x10);
+  const owned = readOwnedHeader(buf);
+  const blkno = owned.blkno;
   return {
-    blkno,
-    fsGeneration: buf.readUInt32LE(0x0c),
-    suballoc: readSuballoc(buf),
-    ownerBlkno: readU64(buf, 0x30),
+    ...owned,
     entries: decodeDirents(buf, DIR_LEAF_ENTRIES_OFFSET, buf.readUInt16LE(0x38), buf.readUInt16LE(0x3a), blkno),
   };
 }

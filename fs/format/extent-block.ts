@@ -6,7 +6,7 @@
 //   0x40 extent list (extent-list.ts) filling the rest of the block
 import { SIG } from './constants';
 import { ExtentList, decodeExtentList, encodeExtentList, extentListCapacity } from './extent-list';
-import { Suballoc, readSuballoc, readU64, sealBlock, writeHeader, writeSuballoc, writeU64 } from './header';
+import { Suballoc, readOwnedHeader, sealBlock, writeOwnedHeader } from './header';
 
 const LIST_OFFSET = 0x40;
 
@@ -24,20 +24,16 @@ export function extentBlockCapacity(bs: number): number {
 
 export function encodeExtentBlock(eb: ExtentBlock, bs: number): Buffer {
   const buf = Buffer.alloc(bs);
-  writeHeader(buf, { signature: SIG.extentBlock, fsGeneration: eb.fsGeneration, blkno: eb.blkno, generation: 0 });
-  writeSuballoc(buf, eb.suballoc);
-  writeU64(buf, 0x30, eb.ownerBlkno);
+  writeOwnedHeader(buf, SIG.extentBlock, eb);
   encodeExtentList(buf, LIST_OFFSET, eb.list);
   return sealBlock(buf);
 }
 
 export function decodeExtentBlock(buf: Buffer): ExtentBlock {
-  const blkno = readU64(buf, 0x10);
+  const owned = readOwnedHeader(buf);
+  const blkno = owned.blkno;
   return {
-    blkno,
-    fsGeneration: buf.readUInt32LE(0x0c),
-    suballoc: readSuballoc(buf),
-    ownerBlkno: readU64(buf, 0x30),
+    ...owned,
     list: decodeExtentList(buf, LIST_OFFSET, buf.length - LIST_OFFSET, blkno),
   };
 }

@@ -124,3 +124,24 @@ export function verifyBlock(buf: Buffer, blkno: number, signature: Signature, fs
 function hex(n: number): string {
   return '0x' + (n >>> 0).toString(16).padStart(8, '0');
 }
+
+/**
+ * Blocks a suballocator hands out on behalf of one inode (extent blocks, directory leaves,
+ * xattr blocks) share their first 0x38 bytes: header, suballoc triple, owner at 0x30.
+ */
+export interface OwnedBlock {
+  blkno: number;
+  fsGeneration: number;
+  suballoc: Suballoc;
+  ownerBlkno: number;
+}
+
+export function writeOwnedHeader(buf: Buffer, signature: Signature, b: OwnedBlock): void {
+  writeHeader(buf, { signature, fsGeneration: b.fsGeneration, blkno: b.blkno, generation: 0 });
+  writeSuballoc(buf, b.suballoc);
+  writeU64(buf, 0x30, b.ownerBlkno);
+}
+
+export function readOwnedHeader(buf: Buffer): OwnedBlock {
+  return { blkno: readU64(buf, 0x10), fsGeneration: buf.readUInt32LE(0x0c), suballoc: readSuballoc(buf), ownerBlkno: readU64(buf, 0x30) };
+}

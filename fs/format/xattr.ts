@@ -10,7 +10,7 @@
 // Xattr block (O2XATTR1): header + suballoc triple, 0x30 owner_blkno u64, 0x38 entry list.
 import { CorruptionError } from '../errors';
 import { SIG } from './constants';
-import { Suballoc, readSuballoc, readU64, sealBlock, writeHeader, writeSuballoc, writeU64 } from './header';
+import { Suballoc, readOwnedHeader, readU64, sealBlock, writeOwnedHeader, writeU64 } from './header';
 
 export const XATTR_FL = { external: 0x1 } as const;
 export const XATTR_PREFIXES = ['', 'user.', 'trusted.', 'security.', 'system.'] as const;
@@ -123,20 +123,16 @@ export function decodeXattrList(buf: Buffer, off: number, capacity: number, blkn
 
 export function encodeXattrBlock(xb: XattrBlock, bs: number): Buffer {
   const buf = Buffer.alloc(bs);
-  writeHeader(buf, { signature: SIG.xattrBlock, fsGeneration: xb.fsGeneration, blkno: xb.blkno, generation: 0 });
-  writeSuballoc(buf, xb.suballoc);
-  writeU64(buf, 0x30, xb.ownerBlkno);
+  writeOwnedHeader(buf, SIG.xattrBlock, xb);
   encodeXattrList(xb.entries, buf, XATTR_BLOCK_LIST_OFFSET, xattrBlockListCapacity(bs));
   return sealBlock(buf);
 }
 
 export function decodeXattrBlock(buf: Buffer): XattrBlock {
-  const blkno = readU64(buf, 0x10);
+  const owned = readOwnedHeader(buf);
+  const blkno = owned.blkno;
   return {
-    blkno,
-    fsGeneration: buf.readUInt32LE(0x0c),
-    suballoc: readSuballoc(buf),
-    ownerBlkno: readU64(buf, 0x30),
+    ...owned,
     entries: decodeXattrList(buf, XATTR_BLOCK_LIST_OFFSET, xattrBlockListCapacity(buf.length), blkno),
   };
 }
