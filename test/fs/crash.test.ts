@@ -117,6 +117,13 @@ async function runSeed(t: Test, base: BlockDevice, seed: number): Promise<void> 
   let cut = false;
   // Workers run concurrently: a file an operation is working on is not picked by another.
   const busy = new Set<string>();
+  // Files with a write or truncate under way: until it returns it may or may not land.
+  const inFlight = new Set<number>();
+  const opLog = new Map<number, string[]>();
+  const note = (id: number, what: string): void => {
+    if (!opLog.has(id)) opLog.set(id, []);
+    opLog.get(id)!.push(what);
+  };
   const files = (): string[] => [...model.names].filter(([q, id]) => id >= 0 && !busy.has(q)).map(([q]) => q);
   const parentOf = (p: string): { parent: number; name: Buffer } => ({ parent: inodes.get(path.dirname(p))!, name: Buffer.from(path.basename(p)) });
 
@@ -155,7 +162,12 @@ async function runSeed(t: Test, base: BlockDevice, seed: number): Promise<void> 
       const cur = model.content.get(id)!;
       const off = 8 * rng.int(0, Math.max(1, (cur.length + 20000) / 8));
       const data = pattern(id, ++writeSeq, 1 + rng.int(0, 4000));
+      dirtySinceFsync.add(id);
+      inFlight.add(id);
+      note(id, `w${writeSeq}@${off}+${data.length}[`);
       await fs.write(ctx(), { ino: inodes.get(p)!, fh: 0, offsetBytes: off, data, flags: 0, writeFlags: 0 });
+      note(id, ']w');
+      inFlight.delete(id);
       const next = Buffer.alloc(Math.max(cur.length, off + data.length));
       cur.copy(next);
       data.copy(next, off);
@@ -165,7 +177,12 @@ async function runSeed(t: Test, base: BlockDevice, seed: number): Promise<void> 
       const p = pick();
       const id = model.names.get(p)!;
       const size = 8 * rng.int(0, 5000);
+      dirtySinceFsync.add(id);
+      inFlight.add(id);
+      note(id, `t${size}[`);
       await fs.setattr(ctx(), { ino: inodes.get(p)!, sizeBytes: size, killSuidgid: false });
+      note(id, `]t`);
+      inFlight.delete(id);
       const cur = model.content.get(id)!;
       const next = Buffer.alloc(size);
       cur.copy(next, 0, 0, Math.min(size, cur.length));
@@ -187,6 +204,9 @@ async function runSeed(t: Test, base: BlockDevice, seed: number): Promise<void> 
       const ino = inodes.get(p)!;
       const { parent, name } = parentOf(p);
       const id = model.names.get(p)!;
+      // If the unlink does not survive a crash, the file comes back with these writes in it.
+      dirtySinceFsync.add(id);
+      inFlight.add(id);
       const fh = (await fs.open(ctx(), { ino, flags: 2, openFlags: 0 })).fh;
       await fs.unlink(ctx(), { parent, name });
       model.names.delete(p);
@@ -194,14 +214,17 @@ async function runSeed(t: Test, base: BlockDevice, seed: number): Promise<void> 
       await fs.write(ctx(), { ino, fh, offsetBytes: 0, data: pattern(id, ++writeSeq, 100), flags: 0, writeFlags: 0 });
       await fs.release(ctx(), { ino, fh, flags: 0, flush: false, flockUnlock: false, lockOwner: 0n });
       fs.forget(ino, 1);
+      inFlight.delete(id);
     } else {
       const p = pick();
       // Everything that completed before fsync starts is in the journal's running
       // transaction, so that state (not what others change meanwhile) is durable after it.
       const atStart = history.length;
+      for (const id of model.content.keys()) note(id, `F${atStart}[`);
       const snapshot = clone(model);
       const dirtyAtStart = new Set(dirtySinceFsync);
       await fs.fsync(ctx(), { ino: inodes.get(p)!, fh: 0, dataOnly: false });
+      for (const id of model.content.keys()) note(id, `]F${atStart}`);
       if (atStart >= lastFsyncIndex) {
         lastFsyncIndex = atStart - 1;
         fsyncSnapshot = snapshot;
@@ -209,6 +232,7 @@ async function runSeed(t: Test, base: BlockDevice, seed: number): Promise<void> 
         for (const id of dirtyAtStart) if (!dirtySinceFsync.has(id)) dirtyAtStart.delete(id);
         dirtySinceFsync.clear();
         for (const id of model.content.keys()) if (!snapshot.content.get(id)?.equals(model.content.get(id)!)) dirtySinceFsync.add(id);
+        for (const id of inFlight) dirtySinceFsync.add(id);
       }
     }
   }
@@ -228,6 +252,7 @@ async function runSeed(t: Test, base: BlockDevice, seed: number): Promise<void> 
       if (done === cutAfter && !cut && !process.env.O2FS_CRASH_LIVECHECK) {
         cut = true;
         const keep = ((process.env.O2FS_CRASH_KEEP ? [process.env.O2FS_CRASH_KEEP] : ['none', 'random-subset', 'prefix']) as PowerCutKeep[])[rng.int(0, process.env.O2FS_CRASH_KEEP ? 1 : 3)];
+        for (const id of model.content.keys()) note(id, 'CUT');
         await dev.powerCut({ keep, seed: seed * 7919 });
       }
     }
@@ -272,6 +297,14 @@ async function runSeed(t: Test, base: BlockDevice, seed: number): Promise<void> 
         if (!data.equals(fsyncSnapshot.content.get(id)!)) {
           fsyncMismatch += 1;
           t.comment(`seed ${seed}: ${p} (file ${id}) differs from its fsync'd content (${data.length} vs ${fsyncSnapshot.content.get(id)!.length} bytes)`);
+          const want = fsyncSnapshot.content.get(id)!;
+          for (let off = 0; off < Math.min(data.length, want.length); off += 8) {
+            if (!data.subarray(off, off + 8).equals(want.subarray(off, off + 8))) {
+              t.comment(`  first difference at ${off}: got ${data.subarray(off, off + 8).toString('hex')} want ${want.subarray(off, off + 8).toString('hex')}`);
+              break;
+            }
+          }
+          t.comment(`  ops on file ${id}: ${(opLog.get(id) ?? []).join(' ')}`);
         }
       }
     }
