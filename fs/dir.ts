@@ -177,26 +177,33 @@ async function splitLeaf(tx: Transaction, ctx: AllocContext, dir: Inode, leaf: D
   }
 }
 
+/** Where `name` is: its entry list (inline, or the leaf holding it) and its index. ENOENT if absent. */
+async function locate(tx: Transaction, dir: Inode, name: Buffer): Promise<{ entries: Dirent[]; i: number; leaf: DirLeaf | null; major: number }> {
+  const major = majorOfCookie(nameCookie(name, tx.vol.sb.dirHashSeed));
+  const leaf = isIndexed(dir) ? await leafFor(tx, dir, major) : null;
+  const entries = leaf ? leaf.entries : inlineEntries(dir);
+  const i = findByName(entries, name, major);
+  if (i < 0) throw new FsError('ENOENT');
+  return { entries, i, leaf, major };
+}
+
+function storeInline(tx: Transaction, dir: Inode, entries: Dirent[]): void {
+  dir.body = { kind: 'inline', data: encodeInlineDir(entries, Infinity) };
+  dir.size = dir.body.data.length;
+  tx.putInode(dir);
+}
+
 /** Removes `name`; ENOENT if absent. Changes and puts `dir`. */
 export async function dirRemove(tx: Transaction, dir: Inode, name: Buffer): Promise<Dirent> {
-  const seed = tx.vol.sb.dirHashSeed;
-  const major = majorOfCookie(nameCookie(name, seed));
-  if (!isIndexed(dir)) {
-    const entries = inlineEntries(dir);
-    const i = findByName(entries, name, major);
-    if (i < 0) throw new FsError('ENOENT');
-    const [e] = entries.splice(i, 1);
-    dir.body = { kind: 'inline', data: encodeInlineDir(entries, Infinity) };
-    dir.size = dir.body.data.length;
-    tx.putInode(dir);
+  const { entries, i, leaf, major } = await locate(tx, dir, name);
+  const [e] = entries.splice(i, 1);
+  if (!leaf) {
+    storeInline(tx, dir, entries);
     return e;
   }
   const rec = await lookupFloor(tx, dir, major);
-  const leaf = await leafFor(tx, dir, major);
-  const i = findByName(leaf.entries, name, major);
-  if (i < 0) throw new FsError('ENOENT');
-  const [e] = leaf.entries.splice(i, 1);
   if (leaf.entries.length === 0 && rec && rec.cpos !== 0) {
+    // An empty leaf other than the first goes; the leaf before it covers its hashes.
     await removeRecord(tx, dir, rec.cpos);
     await freeMetaBlock(tx, leaf.blkno, leaf.suballoc);
     dir.size -= tx.bs;
@@ -209,22 +216,10 @@ export async function dirRemove(tx: Transaction, dir: Inode, name: Buffer): Prom
 
 /** Changes the inode (and file type) a name points to, keeping its cookie. */
 export async function dirRetarget(tx: Transaction, dir: Inode, name: Buffer, ino: number, fileType: number): Promise<void> {
-  const seed = tx.vol.sb.dirHashSeed;
-  const major = majorOfCookie(nameCookie(name, seed));
-  if (!isIndexed(dir)) {
-    const entries = inlineEntries(dir);
-    const i = findByName(entries, name, major);
-    if (i < 0) throw new FsError('ENOENT');
-    entries[i] = { ...entries[i], ino, fileType };
-    dir.body = { kind: 'inline', data: encodeInlineDir(entries, Infinity) };
-    tx.putInode(dir);
-    return;
-  }
-  const leaf = await leafFor(tx, dir, major);
-  const i = findByName(leaf.entries, name, major);
-  if (i < 0) throw new FsError('ENOENT');
-  leaf.entries[i] = { ...leaf.entries[i], ino, fileType };
-  tx.putDirLeaf(leaf);
+  const { entries, i, leaf } = await locate(tx, dir, name);
+  entries[i] = { ...entries[i], ino, fileType };
+  if (leaf) tx.putDirLeaf(leaf);
+  else storeInline(tx, dir, entries);
 }
 
 /** Entries with cookie > afterCookie in cookie order, at most `limit`. */

@@ -36,6 +36,16 @@ async function setup(bs = 4096): Promise<{ base: BlockDevice; scratch: number[] 
   return { base, scratch: Array.from({ length: 600 }, (_, i) => total - 1000 + i) };
 }
 
+/** A volume over a copy-on-write overlay, behind a power-cuttable cache, with its journal. */
+async function journaled(base: BlockDevice): Promise<{ lower: OverlayDevice; dev: FaultyBlockDevice; vol: Volume; j: Journal }> {
+  const lower = new OverlayDevice(base);
+  const dev = new FaultyBlockDevice(lower);
+  const vol = await Volume.open(dev);
+  const j = await Journal.open(vol, 0);
+  vol.journal = j;
+  return { lower, dev, vol, j };
+}
+
 async function readTag(dev: BlockDevice, vol: Volume, blkno: number): Promise<number> {
   return tagOf(await dev.read(blkno * vol.geo.blockSize, vol.geo.blockSize));
 }
@@ -56,11 +66,7 @@ t.test('record codecs reject what is not theirs', async (t) => {
 t.test('committed transactions survive a crash; uncommitted ones do not', async (t) => {
   const { base, scratch } = await setup();
   t.teardown(() => base.close());
-  const lower = new OverlayDevice(base);
-  const dev = new FaultyBlockDevice(lower);
-  const vol = await Volume.open(dev);
-  const j = await Journal.open(vol, 0);
-  vol.journal = j;
+  const { lower, dev, vol, j } = await journaled(base);
   j.add(new Map([[scratch[0], image(vol, scratch[0], 1)], [scratch[1], image(vol, scratch[1], 2)]]), new Set());
   await j.commit();
   j.add(new Map([[scratch[2], image(vol, scratch[2], 3)]]), new Set());
@@ -82,11 +88,7 @@ t.test('committed transactions survive a crash; uncommitted ones do not', async 
 t.test('the log wraps around and still replays in order', async (t) => {
   const { base, scratch } = await setup();
   t.teardown(() => base.close());
-  const lower = new OverlayDevice(base);
-  const dev = new FaultyBlockDevice(lower);
-  const vol = await Volume.open(dev);
-  const j = await Journal.open(vol, 0);
-  vol.journal = j;
+  const { lower, dev, vol, j } = await journaled(base);
   // 1024-block journal; each commit is 1 descriptor + 8 images + 1 commit = 10 blocks.
   let tag = 0;
   for (let round = 0; round < 300; round++) {
@@ -112,11 +114,7 @@ t.test('the log wraps around and still replays in order', async (t) => {
 t.test('revoked blocks are not replayed from older transactions', async (t) => {
   const { base, scratch } = await setup();
   t.teardown(() => base.close());
-  const lower = new OverlayDevice(base);
-  const dev = new FaultyBlockDevice(lower);
-  const vol = await Volume.open(dev);
-  const j = await Journal.open(vol, 0);
-  vol.journal = j;
+  const { lower, dev, vol, j } = await journaled(base);
   const [a, b] = scratch;
   j.add(new Map([[a, image(vol, a, 11)], [b, image(vol, b, 12)]]), new Set());
   await j.commit();
@@ -137,11 +135,7 @@ t.test('a torn transaction and a bad commit checksum are ignored', async (t) => 
   for (const damage of ['torn', 'checksum'] as const) {
     const { base, scratch } = await setup();
     t.teardown(() => base.close());
-    const lower = new OverlayDevice(base);
-    const dev = new FaultyBlockDevice(lower);
-    const vol = await Volume.open(dev);
-    const j = await Journal.open(vol, 0);
-    vol.journal = j;
+    const { lower, dev, vol, j } = await journaled(base);
     j.add(new Map([[scratch[0], image(vol, scratch[0], 21)]]), new Set());
     await j.commit();
     j.add(new Map([[scratch[1], image(vol, scratch[1], 22)], [scratch[2], image(vol, scratch[2], 23)]]), new Set());
