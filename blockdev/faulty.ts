@@ -26,6 +26,7 @@
 // The wrapper owns the lower device: close() flushes what is pending (a clean shutdown loses
 // nothing) and closes it.
 import assert from 'node:assert/strict';
+import { InFlight } from './in-flight';
 import { Prng } from '../fs/prng';
 import { BlockDevice, BlockDeviceError, checkRange } from './types';
 
@@ -89,8 +90,7 @@ export class FaultyBlockDevice implements BlockDevice {
   private cutting: Promise<unknown> | null = null;
   private closed = false;
   private closing: Promise<void> | null = null;
-  private inFlight = 0;
-  private drainWaiters: (() => void)[] = [];
+  private readonly inFlight = new InFlight();
 
   constructor(lower: BlockDevice, opts: FaultyDeviceOptions = {}) {
     this.lower = lower;
@@ -124,7 +124,7 @@ export class FaultyBlockDevice implements BlockDevice {
     // Snapshot before reading below: a flush may move an entry down and drop it from the log
     // while our lower read is in flight, and then only the snapshot still has it.
     const overlay = this.log.slice();
-    const out = await this.track(() => this.lower.read(offsetBytes, lengthBytes));
+    const out = await this.inFlight.track(() => this.lower.read(offsetBytes, lengthBytes));
     this.checkAlive();
     const endBytes = offsetBytes + lengthBytes;
     for (const w of overlay) {
@@ -143,7 +143,7 @@ export class FaultyBlockDevice implements BlockDevice {
     this.consume('writes');
     if (data.length === 0) return;
     if (this.writeThrough) {
-      await this.track(() => this.lower.write(offsetBytes, data));
+      await this.inFlight.track(() => this.lower.write(offsetBytes, data));
       this.checkAlive();
       return;
     }
@@ -307,25 +307,9 @@ export class FaultyBlockDevice implements BlockDevice {
     this.remaining[kind] = left - 1;
   }
 
-  private async track<T>(op: () => Promise<T>): Promise<T> {
-    this.inFlight++;
-    try {
-      return await op();
-    } finally {
-      this.inFlight--;
-      assert(this.inFlight >= 0);
-      if (this.inFlight === 0) {
-        const waiters = this.drainWaiters;
-        this.drainWaiters = [];
-        for (const w of waiters) w();
-      }
-    }
-  }
-
   // Unbounded on purpose: everything we wait for is I/O on the lower device, which has its
   // own bounds; a timeout here would leave the lower device in an unknown state.
-  private waitDrained(): Promise<void> {
-    if (this.inFlight === 0) return Promise.resolve();
-    return new Promise((resolve) => this.drainWaiters.push(resolve));
+  private async waitDrained(): Promise<void> {
+    await this.inFlight.drained();
   }
 }

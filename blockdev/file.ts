@@ -22,6 +22,7 @@
 //   nothing: Node has no flock/fcntl locks, so nothing stops a second opener. The device's
 //   `exclusiveEnforced` says which case applies.
 import assert from 'node:assert/strict';
+import { InFlight } from './in-flight';
 import { constants as fsConstants, promises as fsp, type BigIntStats } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import { AlignedBufferPool } from './aligned-buffers';
@@ -100,8 +101,7 @@ export class FileBlockDevice implements BlockDevice {
   private readonly closeTimeoutMs: number;
   private closed = false;
   private closing: Promise<void> | null = null;
-  private inFlight = 0;
-  private drainWaiters: (() => void)[] = [];
+  private readonly inFlight = new InFlight();
 
   /** Use openFileDevice(); the constructor only assembles checked parts. */
   constructor(args: {
@@ -126,7 +126,7 @@ export class FileBlockDevice implements BlockDevice {
     this.checkOpen();
     checkRange(this, offsetBytes, lengthBytes);
     if (lengthBytes === 0) return Buffer.alloc(0);
-    const out = await this.track(async () => {
+    const out = await this.inFlight.track(async () => {
       try {
         return this.pool ? await this.readDirect(this.pool, offsetBytes, lengthBytes) : await this.readBuffered(offsetBytes, lengthBytes);
       } catch (err) {
@@ -143,7 +143,7 @@ export class FileBlockDevice implements BlockDevice {
     if (this.readOnly) throw new BlockDeviceError('EROFS', `${this.name}: device is open read-only`);
     checkRange(this, offsetBytes, data.length);
     if (data.length === 0) return;
-    await this.track(async () => {
+    await this.inFlight.track(async () => {
       try {
         if (this.pool) await this.writeDirect(this.pool, offsetBytes, data);
         else await this.writeBuffered(offsetBytes, data);
@@ -156,7 +156,7 @@ export class FileBlockDevice implements BlockDevice {
   async flush(): Promise<void> {
     this.checkOpen();
     if (this.readOnly) return;
-    await this.track(async () => {
+    await this.inFlight.track(async () => {
       try {
         await this.fh.datasync();
       } catch (err) {
@@ -174,11 +174,11 @@ export class FileBlockDevice implements BlockDevice {
     if (this.closing) return this.closing;
     this.closed = true;
     this.closing = (async () => {
-      const drained = await this.waitDrained(this.closeTimeoutMs);
+      const drained = await this.inFlight.drained(this.closeTimeoutMs);
       if (!drained) {
         // The descriptor must outlive the stuck I/O; close it whenever that finishes.
-        void this.waitDrained(Infinity).then(() => this.fh.close()).catch(() => undefined);
-        throw new BlockDeviceError('EIO', `${this.name}: ${this.inFlight} I/O(s) still in flight after ${this.closeTimeoutMs} ms; descriptor will close when they finish`);
+        void this.inFlight.drained().then(() => this.fh.close()).catch(() => undefined);
+        throw new BlockDeviceError('EIO', `${this.name}: ${this.inFlight.size} I/O(s) still in flight after ${this.closeTimeoutMs} ms; descriptor will close when they finish`);
       }
       try {
         await this.fh.close();
@@ -191,33 +191,6 @@ export class FileBlockDevice implements BlockDevice {
 
   private checkOpen(): void {
     if (this.closed) throw new BlockDeviceError('ECLOSED', `${this.name}: device is closed`);
-  }
-
-  private async track<T>(op: () => Promise<T>): Promise<T> {
-    this.inFlight++;
-    try {
-      return await op();
-    } finally {
-      this.inFlight--;
-      assert(this.inFlight >= 0);
-      if (this.inFlight === 0) {
-        const waiters = this.drainWaiters;
-        this.drainWaiters = [];
-        for (const w of waiters) w();
-      }
-    }
-  }
-
-  /** Resolves true once no I/O is in flight, or false after timeoutMs. */
-  private waitDrained(timeoutMs: number): Promise<boolean> {
-    if (this.inFlight === 0) return Promise.resolve(true);
-    return new Promise((resolve) => {
-      const timer = Number.isFinite(timeoutMs) ? setTimeout(() => resolve(false), timeoutMs) : null;
-      this.drainWaiters.push(() => {
-        if (timer) clearTimeout(timer);
-        resolve(true);
-      });
-    });
   }
 
   private ioError(op: string, offsetBytes: number, lengthBytes: number, err: unknown): BlockDeviceError {
