@@ -4,10 +4,20 @@ import { constants } from 'node:os';
 
 export type Errno = keyof typeof constants.errno;
 
+/**
+ * FsErrors are answers (ENOENT for a lookup, EEXIST for O_EXCL), thrown on hot paths, so
+ * they skip the stack trace, which cost more than the rest of a negative lookup. Set
+ * O2FS_ERROR_STACKS=1 to get traces back when debugging.
+ */
+const FS_ERROR_STACKS = process.env.O2FS_ERROR_STACKS === '1';
+
 export class FsError extends Error {
   readonly errno: Errno;
   constructor(errno: Errno, message?: string) {
+    const limit = Error.stackTraceLimit;
+    if (!FS_ERROR_STACKS) Error.stackTraceLimit = 0;
     super(message ? `${errno}: ${message}` : errno);
+    Error.stackTraceLimit = limit;
     this.name = 'FsError';
     this.errno = errno;
   }

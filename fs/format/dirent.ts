@@ -71,6 +71,11 @@ export function encodeDirents(entries: Dirent[], buf: Buffer, off: number, limit
   return p - off;
 }
 
+/**
+ * Names are views into `buf`, not copies (copying them was the largest cost of a lookup in a
+ * big directory): the caller passes a private image it will not modify, which is what
+ * Transaction.read and Volume.readMeta return.
+ */
 export function decodeDirents(buf: Buffer, off: number, count: number, usedBytes: number, blkno: number): Dirent[] {
   const out: Dirent[] = [];
   const end = off + usedBytes;
@@ -81,7 +86,7 @@ export function decodeDirents(buf: Buffer, off: number, count: number, usedBytes
     if (p + DIRENT_HEADER_BYTES > end) throw new CorruptionError(blkno, `directory entry ${i} truncated`);
     const nameLen = buf.readUInt8(p + 16);
     if (nameLen === 0 || p + direntBytes(nameLen) > end) throw new CorruptionError(blkno, `directory entry ${i} has bad name length ${nameLen}`);
-    const e: Dirent = { ino: readU64(buf, p), cookie: readU64(buf, p + 8), fileType: buf.readUInt8(p + 17), name: Buffer.from(buf.subarray(p + 18, p + 18 + nameLen)) };
+    const e: Dirent = { ino: readU64(buf, p), cookie: readU64(buf, p + 8), fileType: buf.readUInt8(p + 17), name: buf.subarray(p + 18, p + 18 + nameLen) };
     if (e.cookie < COOKIE_FIRST || e.cookie <= lastCookie) throw new CorruptionError(blkno, `directory entry ${i} cookie ${e.cookie} out of order`);
     lastCookie = e.cookie;
     out.push(e);

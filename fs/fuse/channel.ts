@@ -14,6 +14,7 @@
 // directory lock, possibly held by a request we have not answered yet), so notifications are
 // written on the threadpool and the event loop keeps serving.
 import * as fs from 'node:fs';
+import { DevPoll } from './devpoll';
 
 export interface FuseChannel {
   /** Reads one whole request into `buf`; resolves with its length. Rejects with an errno error (code 'ENODEV' = unmounted). */
@@ -62,6 +63,77 @@ export class DeviceChannel implements FuseChannel {
     this.closed = true;
     fs.closeSync(this.fd);
   }
+}
+
+const EAGAIN = 11;
+
+/**
+ * A DeviceChannel whose reads never leave the event loop: the descriptor is non-blocking and
+ * the devpoll addon wakes the loop when the kernel queues a request. A read that finds
+ * nothing waits in `waiting` (FIFO); the watcher runs only while someone waits, since it is
+ * level-triggered and would otherwise spin on a request nobody is ready to take.
+ */
+export class PollChannel extends DeviceChannel {
+  private readonly waiting: Array<{ buf: Buffer; resolve: (n: number) => void; reject: (e: Error) => void }> = [];
+  private readonly watcher: object;
+  private watching = true;
+  private ended = false;
+
+  constructor(fd: number, private readonly dp: DevPoll) {
+    super(fd);
+    dp.setNonBlocking(fd);
+    this.watcher = dp.watch(fd, () => this.drain());
+  }
+
+  override read(buf: Buffer): Promise<number> {
+    if (this.ended) return Promise.reject(errnoError('ENODEV', -19));
+    if (this.waiting.length === 0) {
+      const n = this.dp.read(this.fd, buf);
+      if (n >= 0) return Promise.resolve(n);
+      if (n !== -EAGAIN) return Promise.reject(errnoError(errnoName(n), n));
+    }
+    return new Promise((resolve, reject) => {
+      this.waiting.push({ buf, resolve, reject });
+      if (!this.watching) {
+        this.watching = true;
+        this.dp.resume(this.watcher);
+      }
+    });
+  }
+
+  private drain(): void {
+    while (this.waiting.length > 0) {
+      const w = this.waiting[0];
+      const n = this.dp.read(this.fd, w.buf);
+      if (n === -EAGAIN) return;
+      this.waiting.shift();
+      if (n >= 0) w.resolve(n);
+      else w.reject(errnoError(errnoName(n), n));
+    }
+    if (this.watching) {
+      this.watching = false;
+      this.dp.pause(this.watcher);
+    }
+  }
+
+  override close(): void {
+    if (!this.ended) {
+      this.ended = true;
+      this.dp.unwatch(this.watcher);
+      for (const w of this.waiting.splice(0)) w.reject(errnoError('ENODEV', -19));
+    }
+    super.close();
+  }
+}
+
+const ERRNO_NAMES: Record<number, string> = { 1: 'EPERM', 2: 'ENOENT', 4: 'EINTR', 5: 'EIO', 11: 'EAGAIN', 19: 'ENODEV', 22: 'EINVAL', 103: 'ECONNABORTED' };
+
+function errnoName(negErrno: number): string {
+  return ERRNO_NAMES[-negErrno] ?? `E${-negErrno}`;
+}
+
+function errnoError(code: string, negErrno: number): Error {
+  return Object.assign(new Error(`read /dev/fuse: ${code}`), { code, errno: negErrno });
 }
 
 export function totalLength(chunks: readonly Buffer[]): number {

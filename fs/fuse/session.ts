@@ -18,7 +18,8 @@
 // the process.
 import { constants as osConstants } from 'node:os';
 import { FsError, errnoOf } from '../errors';
-import { DeviceChannel, type FuseChannel } from './channel';
+import { DeviceChannel, PollChannel, type FuseChannel } from './channel';
+import { devPoll, devPollError } from './devpoll';
 import {
   MalformedRequestError, decodeInHeader, decodeInitIn, encodeInitOut, encodeNotifyDelete, encodeNotifyInvalEntry,
   encodeNotifyInvalInode, encodeOutHeader, type InHeaderFields, readU64Number, requireBytes,
@@ -134,7 +135,7 @@ export class FuseSession {
   private initInfo: InitInfo | undefined;
   private readersRunning = 0;
   private destroyCalled = false;
-  private readonly inFlight = new Map<bigint, AbortController>();
+  private readonly inFlight = new Map<bigint, InFlightRequest>();
   private readonly capacityWaiters: (() => void)[] = [];
   private notifyTail: Promise<unknown> = Promise.resolve();
   private notifyQueued = 0;
@@ -145,10 +146,10 @@ export class FuseSession {
 
   /** `device`: the /dev/fuse descriptor from mountFuse(), or a FuseChannel (tests). */
   constructor(device: number | FuseChannel, ops: FuseOps, options: FuseSessionOptions = {}) {
-    this.channel = typeof device === 'number' ? new DeviceChannel(device) : device;
     this.ops = ops;
     this.options = options;
     this.log = options.log ?? ((line) => process.stderr.write(`${line}\n`));
+    this.channel = typeof device === 'number' ? openChannel(device, this.log) : device;
     this.noKernelCache = options.noKernelCache ?? false;
     this.maxWriteBytes = options.maxWriteBytes ?? MIB;
     if (!(Number.isInteger(this.maxWriteBytes) && this.maxWriteBytes >= PAGE_BYTES
@@ -179,9 +180,9 @@ export class FuseSession {
   start(): void {
     if (this.state !== 'new') throw new Error(`FuseSession.start() in state ${this.state}`);
     this.state = 'running';
-    // Readers each hold a libuv threadpool thread; notifications need one more (channel.ts).
+    // Threadpool readers each hold a libuv thread; notifications need one more (channel.ts).
     const poolThreads = Number.parseInt(process.env.UV_THREADPOOL_SIZE ?? '4', 10) || 4;
-    if (poolThreads < this.readerCount + 2) {
+    if (!(this.channel instanceof PollChannel) && poolThreads < this.readerCount + 2) {
       this.log(`o2fs fuse: UV_THREADPOOL_SIZE=${poolThreads} leaves ${poolThreads - this.readerCount} thread(s) for everything `
         + `but the ${this.readerCount} /dev/fuse reader(s); set it to at least ${this.readerCount + 2} before Node starts`);
     }
@@ -404,11 +405,14 @@ export class FuseSession {
       this.replyErrno(h.unique, ERRNO.EIO);
       return;
     }
-    const controller = new AbortController();
-    this.inFlight.set(h.unique, controller);
+    const inflight = new InFlightRequest();
+    this.inFlight.set(h.unique, inflight);
     try {
       const ino = readU64Number(request, InHeader.nodeid, 'nodeid');
-      const ctx: RequestContext = { unique: h.unique, uid: h.uid, gid: h.gid, pid: h.pid, signal: controller.signal };
+      const ctx: RequestContext = {
+        unique: h.unique, uid: h.uid, gid: h.gid, pid: h.pid,
+        get signal() { return inflight.signal; },
+      };
       const payload = await handler(this.env, ctx, { ino, body });
       this.reply(h.unique, payload);
     } catch (err) {
@@ -550,9 +554,9 @@ export class FuseSession {
     }
     this.counters.interrupts += 1;
     const target = body.readBigUInt64LE(InterruptIn.unique);
-    const controller = this.inFlight.get(target);
-    if (controller) {
-      controller.abort(new FsError('EINTR', `request ${target} interrupted`));
+    const inflight = this.inFlight.get(target);
+    if (inflight) {
+      inflight.abort(new FsError('EINTR', `request ${target} interrupted`));
       return; // no reply: the interrupted request's own reply completes it
     }
     // Not seen yet (another reader holds it) or already answered. EAGAIN makes the kernel
@@ -622,8 +626,8 @@ export class FuseSession {
 
   private async finishEnd(): Promise<void> {
     this.beginEnd(this.endReason ?? 'readers stopped');
-    for (const controller of this.inFlight.values()) {
-      controller.abort(new FsError('EINTR', 'FUSE session ended'));
+    for (const inflight of this.inFlight.values()) {
+      inflight.abort(new FsError('EINTR', 'FUSE session ended'));
     }
     await this.notifyTail; // no notification may still be using the descriptor
     this.state = 'ended';
@@ -644,4 +648,29 @@ export class FuseSession {
     this.log(`o2fs fuse: session ended (${this.endReason})`);
     this.closedDeferred.resolve();
   }
+}
+
+/**
+ * A request being served. Its AbortController is made only when someone asks for the signal
+ * or the request is interrupted: most requests finish without either, and making one per
+ * request was a measurable share of a trivial request's cost.
+ */
+class InFlightRequest {
+  private controller?: AbortController;
+
+  get signal(): AbortSignal {
+    return (this.controller ??= new AbortController()).signal;
+  }
+
+  abort(reason: Error): void {
+    (this.controller ??= new AbortController()).abort(reason);
+  }
+}
+
+/** The /dev/fuse channel: read on the event loop when the devpoll addon loads, else on the threadpool. */
+function openChannel(fd: number, log: (line: string) => void): FuseChannel {
+  const dp = devPoll();
+  if (dp) return new PollChannel(fd, dp);
+  log(`o2fs fuse: devpoll addon unavailable (${devPollError()}); reading /dev/fuse on the libuv threadpool (slower)`);
+  return new DeviceChannel(fd);
 }

@@ -1,0 +1,9 @@
+{
+  "targets": [
+    {
+      "target_name": "devpoll",
+      "sources": ["devpoll.c"],
+      "cflags": ["-O2", "-Wall", "-Wextra"]
+    }
+  ]
+}
