@@ -11,6 +11,9 @@ import { Inode, decodeInode, encodeInode } from './format/inode';
 import { XattrBlock, decodeXattrBlock, encodeXattrBlock } from './format/xattr';
 import type { Volume } from './volume';
 
+/** Decoded directory leaves by image (see getDirLeaf); gone with the image. */
+const decodedLeaves = new WeakMap<Buffer, DirLeaf>();
+
 /** Blocks one transaction may dirty (bounds memory and, later, journal space). */
 export const TX_BLOCKS_MAX = 65536;
 
@@ -34,15 +37,15 @@ export class Transaction {
     return this.dirty.size;
   }
 
-  /** A verified copy of a metadata block as this transaction sees it. */
+  /** A verified metadata block as this transaction sees it: shared and immutable (Volume.readMeta). */
   async read(blkno: number, sig: Signature): Promise<Buffer> {
     this.assertOpen();
     const mine = this.dirty.get(blkno);
-    if (mine) return Buffer.from(mine);
+    if (mine) return mine;
     return this.vol.readMeta(blkno, sig);
   }
 
-  /** Records a new image of a metadata block (already encoded and sealed). */
+  /** Records a new image of a metadata block (already encoded and sealed; never changed after). */
   put(blkno: number, image: Buffer): void {
     this.assertOpen();
     if (image.length !== this.bs) throw new Error(`assertion: image of block ${blkno} has ${image.length} bytes`);
@@ -76,8 +79,20 @@ export class Transaction {
   putExtentBlock(eb: ExtentBlock): void {
     this.put(eb.blkno, encodeExtentBlock(eb, this.bs));
   }
+  /**
+   * A directory leaf for this transaction to change: its own entries array over Dirent
+   * objects shared with other readers (Dirents are never changed in place, only replaced).
+   * Decoding is cached per image, since images are immutable: a lookup in a big directory
+   * otherwise decoded a whole leaf.
+   */
   async getDirLeaf(blkno: number): Promise<DirLeaf> {
-    return decodeDirLeaf(await this.read(blkno, SIG.dirLeaf));
+    const image = await this.read(blkno, SIG.dirLeaf);
+    let leaf = decodedLeaves.get(image);
+    if (!leaf) {
+      leaf = decodeDirLeaf(image);
+      decodedLeaves.set(image, leaf);
+    }
+    return { ...leaf, entries: leaf.entries.slice() };
   }
   putDirLeaf(leaf: DirLeaf): void {
     this.put(leaf.blkno, encodeDirLeaf(leaf, this.bs));

@@ -6,6 +6,9 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh || { echo "0 passed, 1 failed"; exit 1; }
 
 # Tests that are files under dist/test (compiled from test/), cluster tests included.
+# Full checks of cached metadata images on every use (fs/volume.ts).
+export O2FS_PARANOID=1
+
 mapfile -t files < <(find dist/test -name '*.test.js' | sort)
 log=$(mktemp /tmp/o2fs-test.XXXXXX)
 npx tap --reporter=tap --jobs=2 "${files[@]}" 2>&1 | tee "$log"

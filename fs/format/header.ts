@@ -20,6 +20,7 @@ import type { Signature } from './constants';
 export const HEADER_BYTES = 0x20;
 export const SUBALLOC_HEADER_BYTES = 0x30;
 const CRC_OFFSET = 0x08;
+export const BLKNO_OFFSET = 0x10;
 
 export interface BlockHeader {
   signature: Signature;
@@ -85,12 +86,16 @@ export function readSuballoc(buf: Buffer): Suballoc {
 }
 
 /** Computes the block's CRC32C (with the CRC field taken as zero). */
+const ZERO_CRC = Buffer.alloc(4);
+
+/**
+ * CRC32C of the block with its checksum field taken as zero. Reads only: a cached image may
+ * be on its way to the disk from a threadpool thread at the same moment.
+ */
 export function blockChecksum(buf: Buffer): number {
-  const saved = buf.readUInt32LE(CRC_OFFSET);
-  buf.writeUInt32LE(0, CRC_OFFSET);
-  const crc = crc32c(buf) >>> 0;
-  buf.writeUInt32LE(saved, CRC_OFFSET);
-  return crc;
+  let crc = crc32c(buf.subarray(0, CRC_OFFSET));
+  crc = crc32c(ZERO_CRC, crc);
+  return crc32c(buf.subarray(CRC_OFFSET + 4), crc) >>> 0;
 }
 
 /** Stores the checksum; the last step before a metadata block goes to disk. */
