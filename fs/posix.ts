@@ -9,10 +9,11 @@ import type {
   LinkArgs, LseekArgs, MkdirArgs, MknodArgs, NameArgs, OpenArgs, OpenReply, ReadArgs, ReaddirArgs, ReleaseArgs, RenameArgs,
   RequestContext, SetAttrArgs, SetxattrArgs, StatFs, SymlinkArgs, WriteArgs, XattrNameArgs,
 } from './fuse/ops';
+import { OPEN_KILL_SUIDGID, WRITE_KILL_SUIDGID } from './fuse/protocol';
 import { allocateRange, extentAt, isInline, markWritten, punchClusters, readFile, truncateClusters, writeFile } from './file-data';
 import { dirInsert, dirLookup, dirReaddir } from './dir';
 import { CorruptionError, FsError } from './errors';
-import { EXTENT_FL, INODE_FL, S_IFDIR, S_IFLNK, S_IFMT, S_IFREG, SYSFILE, fileTypeOfMode } from './format/constants';
+import { DYN, EXTENT_FL, INODE_FL, S_IFDIR, S_IFLNK, S_IFMT, S_IFREG, SYSFILE, fileTypeOfMode } from './format/constants';
 import { Inode, Timespec, inlineDataCapacity } from './format/inode';
 import { nowTimespec } from './inode-alloc';
 import { createNode, destroyInode, isDir, linkNode, renameNode, unlinkName } from './namei';
@@ -62,9 +63,30 @@ export class PosixFs implements FuseOps {
   private readonly handles = new Map<number, { blkno: number; flags: number }>();
   private nextFh = 1;
 
+  /** We clear setuid/setgid ourselves (FUSE_HANDLE_KILLPRIV_V2); see killPrivs(). */
+  readonly handlesKillPrivV2 = true;
+
   constructor(m: MountedVolume, o: PosixOptions) {
     this.m = m;
     this.o = o;
+  }
+
+  /**
+   * What a write, truncate or chown by a caller without CAP_FSETID does to a file's
+   * privileges (the kernel tells us when): setuid goes, setgid goes if the group may
+   * execute (otherwise it marks mandatory locking, which Linux leaves alone), and so does a
+   * file capability.
+   */
+  private async killPrivs(tx: Transaction, i: Inode): Promise<void> {
+    if ((i.mode & S_IFMT) === S_IFDIR) return;
+    i.mode &= ~0o4000;
+    if (i.mode & 0o010) i.mode &= ~0o2000;
+    if (i.xattrBlkno === 0 && !(i.dyn & DYN.inlineXattr)) return;
+    try {
+      await removeXattr(tx, this.m.ctx, i, 'security.capability');
+    } catch (e) {
+      if (!(e instanceof FsError && e.errno === 'ENODATA')) throw e;
+    }
   }
 
   // --- plumbing -----------------------------------------------------------------------------
@@ -283,6 +305,7 @@ export class PosixFs implements FuseOps {
       if (a.mode !== undefined) i.mode = (i.mode & S_IFMT) | (a.mode & 0o7777);
       if (a.uid !== undefined) i.uid = a.uid;
       if (a.gid !== undefined) i.gid = a.gid;
+      if (a.killSuidgid) await this.killPrivs(tx, i);
       if (a.sizeBytes !== undefined) {
         if (isDir(i)) throw new FsError('EISDIR');
         if ((i.mode & S_IFMT) !== S_IFREG) throw new FsError('EINVAL');
@@ -361,7 +384,9 @@ export class PosixFs implements FuseOps {
     const i = await this.run(truncate, async (tx) => {
       const i = await this.inode(tx, a.ino);
       if (isDir(i)) throw new FsError('EISDIR');
-      if (truncate && i.size > 0) {
+      const kill = truncate && (a.openFlags & OPEN_KILL_SUIDGID) !== 0;
+      if (truncate && (i.size > 0 || kill)) {
+        if (kill) await this.killPrivs(tx, i);
         await this.setSize(tx, i, 0);
         this.touch(i, { m: true, c: true });
         tx.putInode(i);
@@ -392,6 +417,7 @@ export class PosixFs implements FuseOps {
       const i = await this.inode(tx, a.ino);
       if ((i.mode & S_IFMT) !== S_IFREG) throw new FsError('EINVAL');
       if (a.offsetBytes + a.data.length > 2 ** 32 * this.m.vol.geo.clusterSize) throw new FsError('EFBIG');
+      if (a.writeFlags & WRITE_KILL_SUIDGID) await this.killPrivs(tx, i);
       await writeFile(tx, this.m.ctx, i, a.offsetBytes, a.data);
       this.touch(i, { m: true, c: true });
       tx.putInode(i);

@@ -352,6 +352,13 @@ type Awaitable<T> = T | Promise<T>;
  * comment for what the session does when a method is absent.
  */
 export interface FuseOps {
+  /**
+   * True when the filesystem clears setuid/setgid (and security.capability) itself on write,
+   * truncate and chown, as FUSE_HANDLE_KILLPRIV_V2 asks: WriteArgs.writeFlags carries
+   * WRITE_KILL_SUIDGID, SetAttrArgs.killSuidgid and OpenArgs.openFlags OPEN_KILL_SUIDGID say
+   * when. The kernel then stops asking for security.capability before every write.
+   */
+  readonly handlesKillPrivV2?: boolean;
   /** INIT: the connection is up. Throwing fails the mount's INIT (the kernel gives up). */
   init?(info: InitInfo): Awaitable<void>;
   /** DESTROY, or the connection ended (unmount/abort). Called at most once. */

@@ -447,8 +447,8 @@ export class FuseSession {
       want |= InitFlag.CACHE_SYMLINKS;
       if (this.options.writebackCache) want |= InitFlag.WRITEBACK_CACHE;
     }
-    // Deliberately never: EXPORT_SUPPORT (no NFS export), HANDLE_KILLPRIV(_V2) (the kernel
-    // clears suid/sgid), DONT_MASK, SPLICE_*, SETXATTR_EXT, SECURITY_CTX, PASSTHROUGH, HAS_RESEND.
+    if (ops.handlesKillPrivV2) want |= InitFlag.HANDLE_KILLPRIV_V2;
+    // Deliberately never: EXPORT_SUPPORT (no NFS export), HANDLE_KILLPRIV (v1), DONT_MASK, SPLICE_*, SETXATTR_EXT, SECURITY_CTX, PASSTHROUGH, HAS_RESEND.
     return want | (this.options.extraInitFlags ?? 0n);
   }
 

@@ -178,8 +178,19 @@ os.mkdir('sticky'); os.chmod('sticky', 0o1777); os.mkdir('shared'); os.chmod('sh
 os.mkdir('sgid'); os.chown('sgid', 0, 4242); os.chmod('sgid', 0o2777)
 open('root-file', 'w').write('r'); os.chmod('root-file', 0o644)
 open('suid', 'w').write('x'); os.chmod('suid', 0o4777)
+for n, mode in (('sgid-x', 0o2777), ('sgid-nox', 0o2767), ('suid-trunc', 0o4777), ('suid-cap', 0o4777), ('suid-root', 0o4777), ('suid-chown', 0o4755)):
+    open(n, 'w').write('x'); os.chmod(n, mode)
+os.setxattr('suid-cap', 'security.capability', bytes.fromhex('0000000200000000000000000000000000000000'))
+with open('suid-root', 'a') as f: f.write('root writes keep the bit')
+os.chown('suid-chown', 0, 4242)
 open('sticky/roots', 'w').close(); os.chmod('sticky/roots', 0o666)
 print('{}')`, { cwd: m.mp });
+  const rootView = py(PRELUDE + `
+R['root write keeps suid'] = bool(os.stat('suid-root').st_mode & stat.S_ISUID)
+R['chown clears suid'] = bool(os.stat('suid-chown').st_mode & stat.S_ISUID)
+print(json.dumps(R))`, { cwd: m.mp }) as Record<string, unknown>;
+  t.equal(rootView['root write keeps suid'], true);
+  t.equal(rootView['chown clears suid'], false);
   const r = py(PRELUDE + `
 expect('read private dir', lambda: os.listdir('private'), 'EACCES')
 expect('write root file', lambda: open('root-file', 'a'), 'EACCES')
@@ -191,12 +202,22 @@ open('sgid/f', 'w').close(); os.mkdir('sgid/d')
 R['setgid dir'] = [os.stat('sgid/f').st_gid, os.stat('sgid/d').st_gid, bool(os.stat('sgid/d').st_mode & stat.S_ISGID)]
 with open('suid', 'a') as f: f.write('y')
 R['suid cleared on write'] = bool(os.stat('suid').st_mode & stat.S_ISUID)
+for n in ('sgid-x', 'sgid-nox'):
+    with open(n, 'a') as f: f.write('y')
+R['sgid after write'] = [bool(os.stat(n).st_mode & stat.S_ISGID) for n in ('sgid-x', 'sgid-nox')]
+os.truncate('suid-trunc', 0)
+R['suid cleared on truncate'] = bool(os.stat('suid-trunc').st_mode & stat.S_ISUID)
+with open('suid-cap', 'a') as f: f.write('y')
+R['capability after write'] = 'security.capability' in os.listxattr('suid-cap')
 open('shared/mine', 'w').write('m'); R['owner'] = [os.stat('shared/mine').st_uid, os.stat('shared/mine').st_gid]
 print(json.dumps(R))`, { cwd: m.mp, as: NOBODY }) as Record<string, unknown>;
   for (const [k, v] of Object.entries(r)) if (typeof v === 'string' && (v === 'ok' || v.includes('expected'))) t.equal(v, 'ok', k);
   t.equal(r['own file in sticky dir'], 'removed');
   t.same(r['setgid dir'], [4242, 4242, true]);
   t.equal(r['suid cleared on write'], false);
+  t.same(r['sgid after write'], [false, true], 'setgid goes only with group execute');
+  t.equal(r['suid cleared on truncate'], false);
+  t.equal(r['capability after write'], false);
   t.same(r.owner, [NOBODY, NOBODY]);
   t.equal(m.umount().status, 0);
   t.equal(fsckClean(m.img).status, 0);
