@@ -32,6 +32,8 @@ interface Run {
   blocks: number;
 }
 
+/** Longest run of blocks written with one device write (bounds the bounce buffer). */
+const RUN_BLOCKS_MAX = 256;
 /** Fraction of the log after which a commit checkpoints first. */
 const CHECKPOINT_AT_FRACTION = 0.5;
 
@@ -213,7 +215,7 @@ export class Journal {
     for (const [, b] of writes) crc = crc32c(b, crc);
     const commitPos = pos;
     const commitRec = encodeCommit({ kind: 'commit', sequence: seq, blockCount: writes.length, crc, timeMs: Date.now() }, this.physical(commitPos), fsGen, bs);
-    for (const [blkno, b] of writes) await this.vol.dev.write(blkno * bs, b);
+    await this.writeBlocks(writes);
     if (this.js.start === 0) {
       // The log was empty: replay must now start at this transaction.
       this.js = { ...this.js, start: this.head, startSequence: seq, sequence: seq };
@@ -232,6 +234,22 @@ export class Journal {
     return true;
   }
 
+  /**
+   * Writes blocks given as [block number, image], one device write per run of consecutive
+   * block numbers (a log append is one run, a checkpoint mostly short runs): one system call
+   * and one threadpool trip per run instead of per block.
+   */
+  private async writeBlocks(writes: ReadonlyArray<readonly [number, Buffer]>): Promise<void> {
+    const bs = this.vol.geo.blockSize;
+    for (let i = 0; i < writes.length;) {
+      let j = i + 1;
+      while (j < writes.length && writes[j][0] === writes[j - 1][0] + 1 && j - i < RUN_BLOCKS_MAX) j++;
+      const run = writes.slice(i, j).map(([, img]) => img);
+      await this.vol.dev.write(writes[i][0] * bs, run.length === 1 ? run[0] : Buffer.concat(run));
+      i = j;
+    }
+  }
+
   /** Writes committed blocks in place and empties the log. */
   checkpoint(): Promise<void> {
     return this.serialized(() => this.checkpointLocked());
@@ -241,7 +259,7 @@ export class Journal {
     if (this.committed.size === 0 && this.js.start === 0) return;
     const bs = this.vol.geo.blockSize;
     const blocks = [...this.committed.keys()].sort((a, b) => a - b);
-    for (const b of blocks) await this.vol.dev.write(b * bs, this.committed.get(b)!);
+    await this.writeBlocks(blocks.map((b) => [b, this.committed.get(b)!]));
     await this.vol.dev.flush();
     this.committed = new Map();
     this.tail = this.head;
