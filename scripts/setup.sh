@@ -40,9 +40,9 @@ for addon in fs/fuse/native; do
 done
 chmod +x dist/tools/*.js
 # The tools on PATH, as an OCFS2 admin expects them (mkfs.o2fs, fsck.o2fs, ...).
-for tool in mkfs fsck debugfs o2fs; do
+for tool in mkfs fsck debugfs o2fs o2cb; do
   name=$tool.o2fs
-  [ "$tool" = o2fs ] && name=o2fs
+  case $tool in o2fs | o2cb) name=$tool ;; esac
   ln -sf "$PWD/dist/tools/$tool.js" "/usr/local/sbin/$name"
 done
 # mount(8) runs /sbin/mount.fuse.o2fs for `mount -t fuse.o2fs` and fstab lines.
