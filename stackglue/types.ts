@@ -81,6 +81,16 @@ export interface ConnectOptions {
   callbacks: StackCallbacks;
   /** A node died; its journal must be recovered before locks it held are trusted. */
   onRecovery(nodeNum: number): void;
+  /**
+   * This node lost its cluster membership (fenced: heartbeat writes stalled, quorum lost, or
+   * the stack's daemon died). The caller must stop all device I/O at once and exit; requests
+   * in flight complete with ENOTCONN.
+   */
+  onFenced?(reason: string): void;
+  /** The shared device whose heartbeat area the stack heartbeats on (o2cb). */
+  device?: string;
+  /** Where the stack's node daemon keeps its socket (o2cb; default $O2CB_RUN_DIR or /run/o2cb). */
+  runDir?: string;
 }
 
 /** A POSIX (fcntl) lock request on a file, for stacks that do cluster-wide plocks. */
