@@ -14,9 +14,9 @@ export type ClientMsg =
 
 export interface DaemonMsg {
   connected?: { thisNode: number; protoMajor: number; protoMinor: number };
-  grant?: { lockId: number; status: number; granted: number; lvb: Uint8Array; lvbValid: boolean };
+  grant?: { lockId: number; status: number; granted: number; lvb: Uint8Array; lvbValid: boolean; gone?: boolean };
   blocking?: { lockId: number; level: number };
-  unlocked?: { lockId: number; status: number; granted: number };
+  unlocked?: { lockId: number; status: number; granted: number; gone?: boolean };
   recovery?: { node: number };
   fenced?: { reason: string };
   refused?: { code: string; message: string };

@@ -310,7 +310,9 @@ class Session {
       } catch (e) {
         // The request never entered the DLM: still exactly one answer.
         this.d.log(`lock ${name} refused: ${(e as Error).message}`);
-        this.send({ grant: { lockId, status: -22, granted: MODE_NUM[l.granted], lvb: l.lvb, lvbValid: l.lvbValid } });
+        const fresh = l.lockId === undefined;
+        if (fresh) this.lksbs.delete(lockId);
+        this.send({ grant: { lockId, status: statusOf(e), granted: MODE_NUM[l.granted], lvb: l.lvb, lvbValid: l.lvbValid, gone: fresh } });
       }
     } else if ('unlock' in m && m.unlock) {
       const dom = this.requireDomain();
@@ -322,7 +324,7 @@ class Session {
         dom.unlock(l, flags);
       } catch (e) {
         this.d.log(`unlock refused: ${(e as Error).message}`);
-        this.send({ unlocked: { lockId, status: -22, granted: MODE_NUM[l.granted] } });
+        this.send({ unlocked: { lockId, status: statusOf(e), granted: MODE_NUM[l.granted] } });
       }
     } else if ('disconnect' in m && m.disconnect) {
       void this.leave(null);
@@ -348,14 +350,16 @@ class Session {
       this.regionUuid = region.uuid;
       if (region.uuid.toUpperCase() !== c.group) throw Object.assign(new Error(`device ${c.device} holds volume ${region.uuid}, not ${c.group}`), { code: 'EINVAL' });
       await this.d.awaitConnected(region.uuid);
+      // o2dlm clears lksb.lockId when a lock stops existing; the client hears it as `gone`.
+      const gone = (l: Lksb): boolean => {
+        if (l.lockId !== undefined) return false;
+        this.lksbs.delete(ownerOf(l).lockId);
+        return true;
+      };
       const callbacks: StackCallbacks = {
-        onGrant: (l) => this.send({ grant: { lockId: ownerOf(l).lockId, status: l.status, granted: MODE_NUM[l.granted], lvb: l.lvb, lvbValid: l.lvbValid } }),
+        onGrant: (l) => this.send({ grant: { lockId: ownerOf(l).lockId, status: l.status, granted: MODE_NUM[l.granted], lvb: l.lvb, lvbValid: l.lvbValid, gone: gone(l) } }),
         onBlocking: (l, level) => this.send({ blocking: { lockId: ownerOf(l).lockId, level: MODE_NUM[level] } }),
-        onUnlock: (l, status) => {
-          const id = ownerOf(l).lockId;
-          this.send({ unlocked: { lockId: id, status, granted: MODE_NUM[l.granted] } });
-          if (status === LOCK_STATUS.OK && l.granted === 'NL' && l.lockId === undefined) this.lksbs.delete(id);
-        },
+        onUnlock: (l, status) => this.send({ unlocked: { lockId: ownerOf(l).lockId, status, granted: MODE_NUM[l.granted], gone: gone(l) } }),
       };
       const proto: ProtocolVersion = { major: c.protoMajor, minor: c.protoMinor };
       this.domain = new DlmDomain(this.d.net, {
@@ -407,6 +411,11 @@ class Session {
     }
     await this.release();
   }
+}
+
+/** The lksb status for a request the DLM refused outright (DlmError codes). */
+function statusOf(e: unknown): number {
+  return (e as { code?: unknown }).code === 'ENOTCONN' ? LOCK_STATUS.ENOTCONN : -22; // EINVAL
 }
 
 function ownerOf(l: Lksb): LockOwner {

@@ -3,7 +3,7 @@
 // timers and does no I/O, so tests drive it sample by sample (test/o2hb/slots.test.ts) and
 // the worker thread (o2hb-worker.ts) runs the very same code on real disk reads.
 //
-// Rules (reference/ocfs2.md §4.1, our own wording in O2HB.md):
+// Rules (reference/ocfs2.md §4.1, our own wording in dlm/PROTOCOL.md §5):
 // - a sample whose seq differs from the last one is a change; anything else is a miss;
 // - a slot comes up after LIVE_THRESHOLD changes; misses reset that count only once the
 //   slot has been still for the whole dead threshold (it was never really coming up);

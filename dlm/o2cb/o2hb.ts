@@ -1,4 +1,4 @@
-// o2hb: the disk heartbeat of the o2cb stack (reference/ocfs2.md §4.1; O2HB.md beside this
+// o2hb: the disk heartbeat of the o2cb stack (reference/ocfs2.md §4.1; dlm/PROTOCOL.md §5 for this
 // file). Each node writes its own block of the volume's heartbeat region every interval and
 // reads everyone else's; a peer whose block stops changing for deadThreshold passes is dead.
 //

@@ -1,6 +1,6 @@
 // o2net framing: every byte on an o2net connection belongs to a frame made of a fixed
 // 24-byte big-endian header and a payload of `payloadLength` bytes. The byte layout is in
-// O2NET.md. FrameReader turns a byte stream into frames and throws FrameError on anything
+// dlm/PROTOCOL.md §6. FrameReader turns a byte stream into frames and throws FrameError on anything
 // malformed; the connection that produced it is then closed (and only that one).
 
 export const FRAME_HEADER_BYTES = 24;
@@ -51,7 +51,7 @@ export class FrameError extends Error {
   }
 }
 
-// Header offsets. Keep in step with O2NET.md.
+// Header offsets. Keep in step with dlm/PROTOCOL.md §6.
 const OFF_MAGIC = 0; // u16
 const OFF_SYS_STATUS = 2; // u16
 const OFF_MSG_TYPE = 4; // u32

@@ -2,7 +2,7 @@
 // seam that o2dlm uses. One socket per node pair; the higher-numbered node dials, the lower
 // accepts, and only while the heartbeat says the peer is alive. Membership comes from the
 // heartbeat, never from sockets: a dropped connection raises a quorum hold and is redialled,
-// and only heartbeatDown() makes a node 'down'. Wire format and handshake: O2NET.md.
+// and only heartbeatDown() makes a node 'down'. Wire format and handshake: dlm/PROTOCOL.md §6.
 import * as net from 'node:net';
 import { MembershipEvents, MessageHandler, Transport, TransportError } from './transport';
 import { FRAME_HEADER_BYTES, Frame, FrameError, FrameKind, FrameReader, SYS_STATUS, encodeHeader } from './o2net-frame';

@@ -32,8 +32,14 @@ export interface MembershipEvents {
 
 export interface Transport {
   readonly thisNode: number;
-  /** Nodes currently up (heartbeating and connected), not including this node. */
+  /**
+   * Members: nodes reported up (onNodeUp) and not since declared dead (onNodeDown), not
+   * including this node. A node whose connection dropped stays here until the heartbeat
+   * decides: treating it as gone before it is fenced would let two nodes master one name.
+   */
   liveNodes(): ReadonlySet<number>;
+  /** Nodes with a working connection right now (a request to them can be answered). */
+  connectedNodes(): ReadonlySet<number>;
   register(type: number, handler: MessageHandler): void;
   request(node: number, type: number, payload: Buffer, timeoutMs?: number): Promise<Buffer>;
   subscribe(events: MembershipEvents): () => void;

@@ -39,6 +39,7 @@ class O2cbConnection implements ClusterConnection {
       const lksb = this.locks.get(m.grant.lockId);
       if (!lksb || this.pending.get(m.grant.lockId) !== 'lock') throw new Error(`grant for lock ${m.grant.lockId} with no lock request pending`);
       this.pending.delete(m.grant.lockId);
+      if (m.grant.gone) this.forget(m.grant.lockId, lksb);
       lksb.status = m.grant.status;
       if (m.grant.status === LOCK_STATUS.OK) {
         lksb.granted = modeOf(m.grant.granted);
@@ -53,14 +54,12 @@ class O2cbConnection implements ClusterConnection {
       const id = m.unlocked.lockId;
       const lksb = this.locks.get(id);
       if (!lksb) throw new Error(`unlock result for unknown lock ${id}`);
-      // A cancel's result can arrive while the cancelled lock request is still pending (the
-      // grant callback then follows or has come): only an unlock request is completed here.
-      if (this.pending.get(id) === 'unlock') this.pending.delete(id);
+      // An unlock completes here; so does a lock request that a cancel stopped (ECANCEL is
+      // its only callback). A cancel that lost to the grant (EBUSY) completes nothing: the
+      // grant callback did.
+      if (this.pending.get(id) === 'unlock' || m.unlocked.status === LOCK_STATUS.ECANCEL) this.pending.delete(id);
       lksb.granted = modeOf(m.unlocked.granted);
-      if (m.unlocked.status === LOCK_STATUS.OK && lksb.granted === 'NL' && !this.pending.has(id)) {
-        this.locks.delete(id);
-        lksb.lockId = undefined;
-      }
+      if (m.unlocked.gone) this.forget(id, lksb);
       cb.onUnlock(lksb, m.unlocked.status);
     } else if (m.recovery) {
       this.opts.onRecovery(m.recovery.node);
@@ -69,6 +68,13 @@ class O2cbConnection implements ClusterConnection {
     } else if (m.disconnected) {
       this.die('disconnected');
     }
+  }
+
+  /** The daemon says the lock no longer exists: the lksb may start a new one. */
+  private forget(id: number, lksb: Lksb): void {
+    this.locks.delete(id);
+    this.pending.delete(id);
+    if (lksb.lockId === id) lksb.lockId = undefined;
   }
 
   lock(lksb: Lksb, mode: LockMode, flags: number, name: string): void {

@@ -324,6 +324,10 @@ export class SimTransport implements Transport {
 
   constructor(private readonly net: SimNet, readonly thisNode: number) {}
 
+  connectedNodes(): ReadonlySet<number> {
+    return this.liveNodes();
+  }
+
   liveNodes(): ReadonlySet<number> {
     const live = new Set<number>();
     if (this.net.isDead(this.thisNode)) return live;

@@ -189,7 +189,9 @@ export class Core {
    */
   async waitNodeSettled(node: number): Promise<void> {
     const deadlineMs = this.nowMs() + 120000;
-    while (this.members.has(node) && !this.transport.liveNodes().has(node)) {
+    // A member that is neither reachable nor declared dead: its connection dropped (it is
+    // redialled) or it died and the heartbeat has not said so yet. Either way, wait.
+    while (this.members.has(node) && !this.recoveryMap.has(node) && !this.transport.connectedNodes().has(node)) {
       if (this.state === 'abandoned' || this.state === 'left') throw new DlmError('ENOTCONN', 'domain shut down');
       if (this.nowMs() > deadlineMs) throw new DlmError('ETIMEDOUT', `node ${node} neither came back nor was declared dead`);
       await this.changed.wait(this.tun.retryDelayMs * 5);
