@@ -7,7 +7,8 @@ import t from 'tap';
 import * as net from 'node:net';
 import { LOCK_STATUS, Lksb, StackCallbacks, newLksb } from '../../stackglue/types';
 import { socketPath } from '../../dlm/o2cb/o2nm';
-import { CLUSTER_NAME, O2cbCluster } from './o2cb-cluster';
+import { CLUSTER_NAME, O2CB_TOOL, O2cbCluster } from './o2cb-cluster';
+import { ClusterWorld, nodeEnv } from './harness';
 
 const PROTO = { major: 1, minor: 0 };
 const STEP_MS = 20_000;
@@ -126,4 +127,27 @@ t.test('three o2cbd nodes: join, hand a lock across, survive garbage, recover a 
     const code = await c.daemons[i]!.stop(15_000);
     t.equal(code.code, 0, `node ${i} stops cleanly on SIGTERM`);
   }
+});
+
+t.test('o2cb register-cluster / cluster-status / unregister-cluster drive the real o2cbd', async (t) => {
+  const w = await ClusterWorld.create({ nodes: 1 });
+  t.teardown(() => w.destroy());
+  const conf = `${w.tmpDir}/etc`;
+  const run = `${w.tmpDir}/run`;
+  const o2cb = (args: string[]): { status: number | null; out: string; err: string } => {
+    const r = w.exec(0, process.execPath, [O2CB_TOOL, ...args, '--config-dir', conf, '--run-dir', run], { env: nodeEnv(), timeoutMs: 60_000 });
+    return { status: r.status, out: r.stdout, err: r.stderr };
+  };
+  t.equal(o2cb(['add-cluster', 'solo']).status, 0);
+  t.equal(o2cb(['add-node', 'solo', 'node0', '--ip', w.nodes[0].ip]).status, 0);
+  t.equal(o2cb(['cluster-status', 'solo', '--node', 'node0']).status, 3, 'not running yet: exit 3');
+  const reg = o2cb(['register-cluster', 'solo', '--node', 'node0']);
+  t.equal(reg.status, 0, `register-cluster: ${reg.err}`);
+  const st = o2cb(['cluster-status', 'solo', '--node', 'node0', '--json']);
+  t.equal(st.status, 0, st.err);
+  t.match(st.out, /"cluster":\s*"solo"/, 'the daemon answers for its cluster');
+  t.equal(o2cb(['register-cluster', 'solo', '--node', 'node0']).status !== 0, true, 'a second register is refused while it runs');
+  const unreg = o2cb(['unregister-cluster', 'solo']);
+  t.equal(unreg.status, 0, `unregister-cluster: ${unreg.err}`);
+  t.equal(o2cb(['cluster-status', 'solo', '--node', 'node0']).status, 3, 'stopped');
 });
