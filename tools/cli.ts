@@ -172,6 +172,27 @@ export async function writeOut(stream: NodeJS.WritableStream, data: string | Buf
 }
 
 /** The version in package.json ("0.1.0"), or "unknown". */
+/**
+ * What an umbrella command (o2fs, o2cb) does with its first argument before looking for a
+ * subcommand: none prints the help to stderr (usage exit), -h/--help prints it, --version
+ * the version. Returns the exit code, or null when `first` should name a subcommand.
+ */
+export async function umbrellaBasics(first: string | undefined, name: string, help: string, exit: { ok: number; usage: number }): Promise<number | null> {
+  if (first === undefined) {
+    process.stderr.write(help);
+    return exit.usage;
+  }
+  if (first === '-h' || first === '--help') {
+    await writeOut(process.stdout, help);
+    return exit.ok;
+  }
+  if (first === '--version') {
+    await writeOut(process.stdout, `${name} ${packageVersion()}\n`);
+    return exit.ok;
+  }
+  return null;
+}
+
 export function packageVersion(): string {
   // dist/tools/cli.js -> package.json two levels up (tools/cli.ts under ts-node: one level).
   for (const rel of ['../../package.json', '../package.json']) {

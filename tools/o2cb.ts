@@ -21,7 +21,7 @@ import {
   withoutSources, writeConfFile,
 } from '../dlm/o2cb/o2nm';
 import { FsError } from '../fs/errors';
-import { Tool, UsageError, main, packageVersion, parseCommandLine, parseInteger, writeOut } from './cli';
+import { Tool, UsageError, main, umbrellaBasics, parseCommandLine, parseInteger, writeOut } from './cli';
 
 const NAME = 'o2cb';
 export const EXIT_OK = 0;
@@ -803,18 +803,8 @@ const COMMANDS: Record<string, Command> = {
 
 async function run(argv: string[]): Promise<number> {
   const [first, ...rest] = argv;
-  if (first === undefined) {
-    process.stderr.write(HELP);
-    return EXIT_USAGE;
-  }
-  if (first === '-h' || first === '--help') {
-    await writeOut(process.stdout, HELP);
-    return EXIT_OK;
-  }
-  if (first === '--version') {
-    await writeOut(process.stdout, `${NAME} ${packageVersion()}\n`);
-    return EXIT_OK;
-  }
+  const basic = await umbrellaBasics(first, NAME, HELP, { ok: EXIT_OK, usage: EXIT_USAGE });
+  if (basic !== null || first === undefined) return basic ?? EXIT_USAGE;
   if (first === 'help') {
     const c = rest[0] === undefined ? undefined : COMMANDS[rest[0]];
     if (rest[0] !== undefined && !c) throw new UsageError(`unknown command ${JSON.stringify(rest[0])}; see ${NAME} --help`);

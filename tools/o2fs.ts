@@ -9,7 +9,7 @@ import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { constants as osConstants } from 'node:os';
 import path from 'node:path';
-import { Tool, UsageError, main, packageVersion, runTool, writeOut } from './cli';
+import { Tool, UsageError, main, umbrellaBasics, runTool, writeOut } from './cli';
 import { tool as debugfsTool } from './debugfs';
 import { tool as mkfsTool } from './mkfs';
 import { mountTool, umountTool } from './mount';
@@ -93,18 +93,8 @@ async function dispatch(command: string, args: string[]): Promise<number> {
 
 async function run(argv: string[]): Promise<number> {
   const [first, ...rest] = argv;
-  if (first === undefined) {
-    process.stderr.write(HELP);
-    return EXIT_USAGE;
-  }
-  if (first === '-h' || first === '--help') {
-    await writeOut(process.stdout, HELP);
-    return EXIT_OK;
-  }
-  if (first === '--version') {
-    await writeOut(process.stdout, `${NAME} ${packageVersion()}\n`);
-    return EXIT_OK;
-  }
+  const basic = await umbrellaBasics(first, NAME, HELP, { ok: EXIT_OK, usage: EXIT_USAGE });
+  if (basic !== null || first === undefined) return basic ?? EXIT_USAGE;
   if (first === 'help') {
     if (rest.length === 0) {
       await writeOut(process.stdout, HELP);
