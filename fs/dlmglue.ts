@@ -189,6 +189,31 @@ export class DlmGlue {
     }
   }
 
+  /**
+   * Gives a resource back to the stack entirely (unlock) and forgets it, once nobody here
+   * holds it; a later lock() starts afresh. For per-inode locks whose inode we let go of.
+   */
+  async drop(res: LockRes): Promise<void> {
+    for (let round = 0; res.busy || res.holdersEx + res.holdersPr > 0; round++) {
+      if (round > 10_000) throw new Error(`assertion: lock ${res.name} never became idle`);
+      await res.changed();
+    }
+    if (this.resources.get(res.name) !== res) return;
+    this.resources.delete(res.name);
+    if (!res.attached) return;
+    res.busy = true;
+    try {
+      await new Promise<number>((resolve) => {
+        res.grantWaiter = resolve;
+        this.connection().unlock(res.lksb, res.opts.usesLvb && res.level === 'EX' ? LKF.VALBLK : 0);
+      });
+      res.attached = false;
+    } finally {
+      res.busy = false;
+      res.wake();
+    }
+  }
+
   /** Drops every lock (umount); resources must have no holders. */
   async shutdown(): Promise<void> {
     for (const res of this.resources.values()) {

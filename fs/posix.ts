@@ -69,6 +69,7 @@ export class PosixFs implements FuseOps {
   constructor(m: MountedVolume, o: PosixOptions) {
     this.m = m;
     this.o = o;
+    m.inUseLocally = (blkno) => this.inUse(blkno);
   }
 
   /**
@@ -116,7 +117,18 @@ export class PosixFs implements FuseOps {
         throw this.onError(e);
       }
     };
-    return write ? this.lock.write(body) : this.lock.read(body);
+    const cluster = this.m.cluster;
+    if (!cluster) return write ? this.lock.write(body) : this.lock.read(body);
+    // Cluster mount: the meta lock around everything (fs/cluster.ts), and the open locks of
+    // inodes this operation hands to the kernel taken before the reply.
+    const release = await cluster.lockMeta(write);
+    try {
+      const result = await (write ? this.lock.write(body) : this.lock.read(body));
+      await cluster.flushOpens();
+      return result;
+    } finally {
+      release();
+    }
   }
 
   private onError(e: unknown): unknown {
@@ -162,6 +174,7 @@ export class PosixFs implements FuseOps {
 
   private entry(i: Inode): Entry {
     this.lookups.set(i.blkno, (this.lookups.get(i.blkno) ?? 0) + 1);
+    this.m.cluster?.noteInUse(i.blkno);
     return { ino: this.inoOf(i.blkno), generation: i.generation, attr: this.attr(i), entryTimeoutMs: this.o.entryTimeoutMs, attrTimeoutMs: this.o.attrTimeoutMs };
   }
 
@@ -176,8 +189,13 @@ export class PosixFs implements FuseOps {
   /** An inode lost its last link: free it now, or park it in the orphan directory. */
   private async lastLinkGone(tx: Transaction, i: Inode): Promise<void> {
     if (!this.inUse(i.blkno)) {
-      await destroyInode(tx, this.m.ctx, i);
-      return;
+      const cluster = this.m.cluster;
+      if (!cluster) {
+        await destroyInode(tx, this.m.ctx, i);
+        return;
+      }
+      // Free it only if no other node holds it open either; else it waits as an orphan.
+      if (await cluster.ifUnusedEverywhere(i.blkno, () => destroyInode(tx, this.m.ctx, i))) return;
     }
     i.flags |= INODE_FL.orphaned;
     i.orphanedSlot = this.m.slot;
@@ -187,7 +205,13 @@ export class PosixFs implements FuseOps {
   }
 
   private async maybeRelease(blkno: number): Promise<void> {
-    if (this.inUse(blkno) || this.m.readOnly) return;
+    if (this.inUse(blkno)) return;
+    if (this.m.cluster) {
+      // Our open lock goes; if it was an orphan, the orphan scan (of whichever node) frees it.
+      await this.m.cluster.dropOpen(blkno);
+      return;
+    }
+    if (this.m.readOnly) return;
     await this.lock.write(async () => {
       if (this.inUse(blkno)) return;
       await this.m.releaseOrphans((b) => b === blkno);

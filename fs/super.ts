@@ -18,6 +18,7 @@ import { Volume } from './volume';
 import { Journal } from './journal';
 import { recoverSlot } from './recovery';
 import { HeartbeatWriter, nodeIsAlive } from './heartbeat-lite';
+import { ClusterState } from './cluster';
 import { randomInt } from 'node:crypto';
 
 export interface MountOptions {
@@ -29,6 +30,10 @@ export interface MountOptions {
   errors?: ErrorsPolicy;
   preferredSlot?: number;
   log?: (line: string) => void;
+  /** The device's path, for a cluster stack that heartbeats on it (o2cb). */
+  devicePath?: string;
+  /** The cluster stack fenced this node: stop all device I/O now (the caller exits). */
+  onFenced?: (reason: string) => void;
 }
 
 export class MountedVolume {
@@ -43,6 +48,8 @@ export class MountedVolume {
   private readOnlyReason: string | null;
   private readonly superLock: LockRes;
   journal: Journal | null = null;
+  /** Cluster mounts only (a cluster stack, not local or nocluster): locks, recovery, orphan scan. */
+  cluster: ClusterState | null = null;
   private heartbeat: HeartbeatWriter | null = null;
   private commitTimer: NodeJS.Timeout | null = null;
 
@@ -84,11 +91,21 @@ export class MountedVolume {
     if (choice.nocluster) log(`warning: mounting a volume of cluster "${sb.clusterName}" (${sb.stack}) without its cluster stack; make sure no other node has it mounted`);
     const glue = new DlmGlue();
     const group = sb.uuid.toString('hex').toUpperCase();
+    // Deaths reported before the mount is up are recovered as soon as it is.
+    const deaths: number[] = [];
+    let onDeath = (node: number): void => void deaths.push(node);
     const conn = await choice.plugin.connect({
       clusterName: sb.clusterName, group, proto: { major: LOCK_PROTO_MAJOR, minor: LOCK_PROTO_MINOR }, callbacks: glue.callbacks,
-      onRecovery: (node) => log(`node ${node} died; recovery is not implemented for this stack yet`),
+      onRecovery: (node) => onDeath(node),
+      onFenced: o.onFenced,
+      device: o.devicePath ?? dev.name,
     });
     glue.attach(conn);
+    const clustered = conn.stack !== 'local';
+    if (clustered && o.readOnly) {
+      await conn.disconnect().catch(() => undefined);
+      throw new FsError('EINVAL', 'read-only cluster mounts are not supported yet; mount read-write, or with -o nocluster on a volume no other node has mounted');
+    }
     try {
       const superRes = glue.resource(lockName(LOCK_TYPE.super, SUPERBLOCK_BLKNO));
       const held = await glue.lock(superRes, 'EX');
@@ -97,7 +114,9 @@ export class MountedVolume {
       let heartbeat: HeartbeatWriter | null = null;
       try {
         if (!o.readOnly) {
-          if (await nodeIsAlive(vol, conn.thisNode)) throw new FsError('EBUSY', `the volume is mounted already (node ${conn.thisNode} is heartbeating on it)`);
+          // On a cluster stack o2hb heartbeats for this node already (and its daemon refuses a
+          // second mount of one volume on one node).
+          if (!clustered && await nodeIsAlive(vol, conn.thisNode)) throw new FsError('EBUSY', `the volume is mounted already (node ${conn.thisNode} is heartbeating on it)`);
           let slots = await readSlotMap(new Transaction(vol));
           const stale = slots.findIndex((s) => s.inUse && s.nodeNum === conn.thisNode);
           if (stale >= 0) log(`slot ${stale} was left by an unclean shutdown of node ${conn.thisNode}; recovering it`);
@@ -107,7 +126,7 @@ export class MountedVolume {
           await recoverSlot(vol, slot, slotCtx, { log });
           journal = await Journal.open(vol, slot);
           vol.journal = journal;
-          heartbeat = await HeartbeatWriter.start(vol, conn.thisNode);
+          if (!clustered) heartbeat = await HeartbeatWriter.start(vol, conn.thisNode);
           const tx = new Transaction(vol);
           slots = await readSlotMap(tx);
           slots[slot] = { inUse: true, nodeNum: conn.thisNode, mountGeneration: randomInt(1, 0xffffffff) };
@@ -133,8 +152,23 @@ export class MountedVolume {
       const m = new MountedVolume(vol, glue, conn, slot, ctx, await vol.systemInode(slotFileName(SYSFILE.orphanDir, slot)), { ...o, log });
       m.journal = journal;
       m.heartbeat = heartbeat;
+      if (clustered) {
+        const cluster = new ClusterState({
+          vol, glue, thisNode: conn.thisNode, slot, journal: () => m.journal, inUseLocally: (b) => m.inUseLocally(b), log,
+        });
+        m.cluster = cluster;
+        const s = await glue.lock(m.superLock, 'EX');
+        try {
+          await cluster.recoverAbandonedSlots();
+        } finally {
+          s.release();
+        }
+        onDeath = (node) => void cluster.recoverNode(node).catch((e) => log(`recovery of node ${node} failed: ${(e as Error).message}`));
+        for (const node of deaths.splice(0)) onDeath(node);
+        cluster.start(ctx);
+      }
       if (journal) {
-        await m.releaseOrphans(() => true);
+        if (!clustered) await m.releaseOrphans(() => true);
         m.commitTimer = setInterval(() => void m.sync(false).catch((e) => log(`journal commit failed: ${(e as Error).message}`)), (o.commitSec ?? 5) * 1000);
         m.commitTimer.unref();
       }
@@ -151,6 +185,10 @@ export class MountedVolume {
    * they were open, and now the last user is gone too.
    */
   async releaseOrphans(unused: (blkno: number) => boolean): Promise<number> {
+    if (this.cluster) {
+      // Someone on another node may hold an orphan open: the scan frees what nobody holds.
+      return this.cluster.orphanScan(this.ctx);
+    }
     const tx = new Transaction(this.vol);
     const orphanDir = await tx.getInode(this.orphanDirBlkno);
     let freed = 0;
@@ -175,15 +213,22 @@ export class MountedVolume {
     if (!committed && flushAnyway) await this.vol.flush();
   }
 
+  /** Set by the filesystem above: does this node still reference the inode? */
+  inUseLocally: (blkno: number) => boolean = () => false;
+
   /** Clean unmount: orphans freed, slot released, everything on disk. */
   async unmount(): Promise<void> {
     if (this.commitTimer) clearInterval(this.commitTimer);
     this.commitTimer = null;
+    this.cluster?.stop();
     // A volume that went read-only on errors keeps its slot: the next mount must fsck it.
     if (!this.readOnly) {
       try {
         await this.releaseOrphans(() => true);
         const held = await this.glue.lock(this.superLock, 'EX');
+        // The meta lock too (S before M): our journal's last commit and checkpoint must not
+        // race another node's change of the same blocks.
+        const meta = this.cluster ? await this.cluster.lockMeta(true) : () => undefined;
         try {
           const tx = new Transaction(this.vol);
           const slots = await readSlotMap(tx);
@@ -193,6 +238,7 @@ export class MountedVolume {
           await this.journal?.shutdown();
           await tx.commit({ inPlace: true });
         } finally {
+          meta();
           held.release();
         }
         await this.heartbeat?.stop();

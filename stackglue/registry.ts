@@ -3,9 +3,10 @@
 // stackglue knows nothing else about them.
 import { FsError } from '../fs/errors';
 import { localStack } from './local/index';
+import { o2cbStack } from './o2cb/index';
 import type { StackPlugin } from './types';
 
-const plugins = new Map<string, StackPlugin>([[localStack.name, localStack]]);
+const plugins = new Map<string, StackPlugin>([[localStack.name, localStack], [o2cbStack.name, o2cbStack]]);
 
 export function registerStack(plugin: StackPlugin): void {
   plugins.set(plugin.name, plugin);

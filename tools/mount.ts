@@ -85,14 +85,25 @@ export async function serve(device: string, mountpoint: string, o: MountOpts, on
   };
   const dev = await openDevice(device, { readOnly: o.readOnly });
   let m: MountedVolume;
+  // Fencing (the cluster stack lost us: quorum, heartbeat or its daemon): no more device
+  // I/O from this process, the FUSE connection aborted, exit at once (DESIGN.md §5).
+  const fence = (reason: string): void => {
+    log(`FENCED: ${reason}; aborting the mount and exiting`);
+    void abortFuse(mountpoint).catch(() => undefined).finally(() => process.exit(EXIT_ERROR));
+    setTimeout(() => process.exit(EXIT_ERROR), 2000).unref();
+  };
   try {
-    m = await MountedVolume.mount(dev, { readOnly: o.readOnly, errors: o.errors, nocluster: o.nocluster, commitSec: o.commitSec, log });
+    m = await MountedVolume.mount(dev, { readOnly: o.readOnly, errors: o.errors, nocluster: o.nocluster, commitSec: o.commitSec, log, devicePath: path.resolve(device), onFenced: fence });
   } catch (e) {
     await dev.close();
     throw e;
   }
-  const timeoutMs = o.noKernelCache ? 0 : 1000;
-  const fs = new PosixFs(m, { entryTimeoutMs: timeoutMs, attrTimeoutMs: timeoutMs, keepCache: !o.noKernelCache });
+  // A cluster mount keeps nothing in the kernel's caches yet: invalidating them on a lock
+  // downconvert is not done (fs/cluster.ts), so every access must come to us.
+  const noKernelCache = o.noKernelCache || m.cluster !== null;
+  if (m.cluster && !o.noKernelCache) log(`cluster mount on ${m.conn.stack} (node ${m.conn.thisNode}, slot ${m.slot}): kernel caching off`);
+  const timeoutMs = noKernelCache ? 0 : 1000;
+  const fs = new PosixFs(m, { entryTimeoutMs: timeoutMs, attrTimeoutMs: timeoutMs, keepCache: !noKernelCache });
   let fd: number;
   try {
     fd = await mountFuse(mountpoint, { fsName: path.resolve(device), allowOther: o.allowOther, defaultPermissions: o.defaultPermissions, readOnly: o.readOnly });
@@ -101,7 +112,7 @@ export async function serve(device: string, mountpoint: string, o: MountOpts, on
     await dev.close();
     throw e;
   }
-  const session = new FuseSession(fd, fs, { noKernelCache: o.noKernelCache, log, readers: FUSE_READERS });
+  const session = new FuseSession(fd, fs, { noKernelCache, log, readers: FUSE_READERS });
   session.start();
   let stopping = false;
   const stop = (why: string): void => {

@@ -147,7 +147,7 @@ export const o2cbStack: StackPlugin = {
     await new Promise<void>((resolve, reject) => {
       sock.once('connect', resolve);
       sock.once('error', (e: NodeJS.ErrnoException) => reject(new FsError('ENOTCONN', e.code === 'ENOENT' || e.code === 'ECONNREFUSED'
-        ? `cluster "${opts.clusterName}" is not running on this node (no o2cb daemon at ${path}); start it with: o2cb register-cluster ${opts.clusterName}`
+        ? `the volume belongs to cluster "${opts.clusterName}" on the o2cb cluster stack, which is not running on this node (no o2cb daemon at ${path}); start it with "o2cb register-cluster ${opts.clusterName}", or mount with -o nocluster if no other node can have it mounted`
         : `cannot reach the o2cb daemon at ${path}: ${e.message}`)));
     });
     const conn = new O2cbConnection(sock, opts);

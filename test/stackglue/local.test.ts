@@ -25,7 +25,8 @@ t.test('protocol negotiation: same major, lower minor, else refuse', async (t) =
 
 t.test('stack selection from the superblock label', async (t) => {
   t.equal(chooseStack('local', '').plugin.name, 'local');
-  t.throws(() => chooseStack('o2cb', 'alpha'), /o2cb cluster stack.*nocluster/);
+  t.equal(chooseStack('o2cb', 'alpha').plugin.name, 'o2cb');
+  t.throws(() => chooseStack('user', 'alpha'), /user cluster stack.*nocluster/);
   const nc = chooseStack('o2cb', 'alpha', { nocluster: true });
   t.equal(nc.plugin.name, 'local');
   t.equal(nc.nocluster, true);

@@ -1,0 +1,229 @@
+// What a mount on a cluster stack adds to a local one (issue 6, first cut):
+//
+//   - One volume-wide metadata lock, M on the superblock's block ("the meta lock"): every
+//     filesystem operation holds it, PR to read and EX to change. Cached by dlmglue, so a
+//     node working alone pays nothing; another node's request makes us give it up after
+//     the journal is committed and checkpointed (what we changed is in place on disk) and,
+//     when dropping to NL, after the block cache is emptied (others will change blocks).
+//     Coarse, but correct: the per-inode M/W locks and extent locks of OCFS2 replace it
+//     later without changing the seam (PosixFs asks for "the lock for this operation").
+//   - Open locks (O per inode): a node holds O at PR while the kernel references the inode
+//     (taken under the meta lock before the reply that gives the kernel the inode). The
+//     node removing the last link frees the inode only if O at EX is grantable at once
+//     (NOQUEUE): otherwise someone still has it and it goes to the orphan directory.
+//   - Orphan scan: every ORPHAN_SCAN_MS, under the meta lock at EX, every slot's orphan
+//     directory is walked and each orphan nobody holds open anywhere is freed.
+//   - Recovery of dead nodes: the stack's recovery callback (after DLM recovery) and every
+//     mount (for slots left by nodes no longer heartbeating) replay the dead slot's journal,
+//     return its local alloc and truncate log, keep its orphans for the scan, and free the
+//     slot; under S then M, both EX (lock order: S before M before O).
+//
+// The kernel caches nothing on cluster mounts yet (entry/attr timeouts 0, direct I/O): the
+// downconvert path does not invalidate the kernel's caches (DESIGN.md §4's fallback).
+import type { AllocContext } from './alloc';
+import { dirRemove, listDirectory } from './dir';
+import { DlmGlue, LockHandle, LockRes } from './dlmglue';
+import { FsError } from './errors';
+import { INODE_FL, SUPERBLOCK_BLKNO, SYSFILE, slotFileName } from './format/constants';
+import { nodeIsAlive } from './heartbeat-lite';
+import type { Journal } from './journal';
+import { LOCK_TYPE, lockName } from './lock-names';
+import { destroyInode } from './namei';
+import { recoverSlot } from './recovery';
+import { readSlotMap, writeSlotMap } from './slot-map';
+import { Transaction } from './transaction';
+import type { Volume } from './volume';
+
+/** How often each node looks for orphans nobody holds open any more. */
+export const ORPHAN_SCAN_MS = 5_000;
+
+export interface ClusterHost {
+  readonly vol: Volume;
+  readonly glue: DlmGlue;
+  readonly thisNode: number;
+  readonly slot: number;
+  journal(): Journal | null;
+  /** Is the inode referenced by this node's kernel or open here? */
+  inUseLocally(blkno: number): boolean;
+  log(line: string): void;
+}
+
+export class ClusterState {
+  private readonly metaRes: LockRes;
+  private readonly superRes: LockRes;
+  /** Open locks this node holds (PR), by inode block. */
+  private readonly openLocks = new Map<number, LockRes>();
+  private readonly pendingOpens = new Set<Promise<void>>();
+  private scanTimer: NodeJS.Timeout | null = null;
+  private recoveries: Promise<void> = Promise.resolve();
+
+  constructor(private readonly h: ClusterHost) {
+    this.superRes = h.glue.resource(lockName(LOCK_TYPE.super, SUPERBLOCK_BLKNO));
+    this.metaRes = h.glue.resource(lockName(LOCK_TYPE.meta, SUPERBLOCK_BLKNO), {
+      onDownconvert: async (to) => {
+        const j = h.journal();
+        if (j) {
+          await j.commit();
+          await j.checkpoint();
+        }
+        if (to === 'NL') h.vol.dropCaches();
+      },
+    });
+  }
+
+  /** The meta lock for one operation: PR to read, EX to change. Returns its release. */
+  async lockMeta(write: boolean): Promise<() => void> {
+    const held = await this.h.glue.lock(this.metaRes, write ? 'EX' : 'PR');
+    return () => held.release();
+  }
+
+  /** The inode just became referenced here: take its open lock (awaited by flushOpens()). */
+  noteInUse(blkno: number): void {
+    if (this.openLocks.has(blkno)) return;
+    const res = this.h.glue.resource(lockName(LOCK_TYPE.open, blkno));
+    this.openLocks.set(blkno, res);
+    const p: Promise<void> = this.h.glue.lock(res, 'PR').then((held) => held.release(), (e) => {
+      this.openLocks.delete(blkno);
+      this.h.log(`open lock of inode ${blkno}: ${(e as Error).message}`);
+    }).finally(() => this.pendingOpens.delete(p));
+    this.pendingOpens.add(p);
+  }
+
+  /** Waits for open locks requested so far (called before an operation lets go of the meta lock). */
+  async flushOpens(): Promise<void> {
+    while (this.pendingOpens.size > 0) await Promise.all([...this.pendingOpens]);
+  }
+
+  /** Nobody references the inode here any more: give its open lock back. */
+  async dropOpen(blkno: number): Promise<void> {
+    const res = this.openLocks.get(blkno);
+    if (!res) return;
+    this.openLocks.delete(blkno);
+    await this.h.glue.drop(res);
+  }
+
+  /**
+   * May the last link's removal free the inode now? Only if no node holds it open: O at EX
+   * without waiting. The caller holds the meta lock at EX. `then` runs while O is held.
+   */
+  async ifUnusedEverywhere(blkno: number, then: () => Promise<void>): Promise<boolean> {
+    const res = this.h.glue.resource(lockName(LOCK_TYPE.open, blkno));
+    let held: LockHandle;
+    try {
+      held = await this.h.glue.lock(res, 'EX', { noqueue: true });
+    } catch (e) {
+      if (e instanceof FsError && e.errno === 'EAGAIN') return false;
+      throw e;
+    }
+    try {
+      await then();
+    } finally {
+      held.release();
+      if (!this.openLocks.has(blkno)) await this.h.glue.drop(res);
+    }
+    return true;
+  }
+
+  /** Starts the periodic orphan scan. */
+  start(ctx: AllocContext): void {
+    this.scanTimer = setInterval(() => void this.orphanScan(ctx).catch((e) => this.h.log(`orphan scan: ${(e as Error).message}`)), ORPHAN_SCAN_MS);
+    this.scanTimer.unref();
+  }
+
+  stop(): void {
+    if (this.scanTimer) clearInterval(this.scanTimer);
+    this.scanTimer = null;
+  }
+
+  /** Frees orphans (of every slot) that no node holds open. Returns how many. */
+  async orphanScan(ctx: AllocContext): Promise<number> {
+    const release = await this.lockMeta(true);
+    let freed = 0;
+    try {
+      const vol = this.h.vol;
+      for (let slot = 0; slot < vol.sb.maxSlots; slot++) {
+        const dirBlkno = await vol.systemInode(slotFileName(SYSFILE.orphanDir, slot));
+        const names = await listDirectory(new Transaction(vol), dirBlkno);
+        for (const e of names) {
+          if (this.h.inUseLocally(e.ino)) continue;
+          await this.ifUnusedEverywhere(e.ino, async () => {
+            const tx = new Transaction(vol);
+            const ino = await tx.getInode(e.ino);
+            if (!(ino.flags & INODE_FL.orphaned) || ino.links !== 0) throw new FsError('EIO', `orphan directory of slot ${slot} names inode ${e.ino}, which is not an orphan`);
+            await dirRemove(tx, await tx.getInode(dirBlkno), e.name);
+            await destroyInode(tx, ctx, ino);
+            await tx.commit();
+            freed++;
+          });
+        }
+      }
+    } finally {
+      release();
+    }
+    if (freed > 0) this.h.log(`orphan scan freed ${freed} inode(s)`);
+    return freed;
+  }
+
+  /** Node `node` died (DLM recovery is done): recover its slot. Serialized, idempotent. */
+  recoverNode(node: number): Promise<void> {
+    this.recoveries = this.recoveries.then(() => this.recover((slots) => slots.findIndex((s) => s.inUse && s.nodeNum === node), `node ${node} died`));
+    return this.recoveries;
+  }
+
+  /**
+   * At mount (holding S at EX): recovers every slot in use by a node that is not
+   * heartbeating on the volume (it died while nobody was mounted to notice).
+   */
+  async recoverAbandonedSlots(): Promise<void> {
+    const slots = await readSlotMap(new Transaction(this.h.vol));
+    const others = slots.map((s, i) => ({ s, i })).filter(({ s, i }) => s.inUse && i !== this.h.slot && s.nodeNum !== this.h.thisNode);
+    const alive = await Promise.all(others.map(({ s }) => nodeIsAlive(this.h.vol, s.nodeNum)));
+    for (let k = 0; k < others.length; k++) {
+      if (alive[k]) continue;
+      const { s, i } = others[k];
+      await this.recoverSlotLocked(i, `slot ${i} was left by node ${s.nodeNum}, which is not heartbeating`);
+    }
+  }
+
+  private async recover(find: (slots: Awaited<ReturnType<typeof readSlotMap>>) => number, why: string): Promise<void> {
+    const s = await this.h.glue.lock(this.superRes, 'EX');
+    try {
+      const slot = find(await readSlotMap(new Transaction(this.h.vol)));
+      if (slot < 0 || slot === this.h.slot) return; // already recovered by another node
+      await this.recoverSlotLocked(slot, why);
+    } finally {
+      s.release();
+    }
+  }
+
+  /** Caller holds S at EX. Replays and releases `slot` under the meta lock at EX. */
+  private async recoverSlotLocked(slot: number, why: string): Promise<void> {
+    const vol = this.h.vol;
+    const release = await this.lockMeta(true);
+    try {
+      this.h.log(`recovering slot ${slot}: ${why}`);
+      // Our own journal first: the dead slot's replay writes in place.
+      const j = this.h.journal();
+      if (j) {
+        await j.commit();
+        await j.checkpoint();
+      }
+      const slotCtx: AllocContext = {
+        slot,
+        inodeAllocBlkno: await vol.systemInode(slotFileName(SYSFILE.inodeAlloc, slot)),
+        extentAllocBlkno: await vol.systemInode(slotFileName(SYSFILE.extentAlloc, slot)),
+      };
+      // Orphans stay for the orphan scan: another node may hold one open.
+      const r = await recoverSlot(vol, slot, slotCtx, { inUse: () => true, log: (l) => this.h.log(l) });
+      vol.dropCaches();
+      const tx = new Transaction(vol);
+      const slots = await readSlotMap(tx);
+      slots[slot] = { inUse: false, nodeNum: 0, mountGeneration: 0 };
+      await writeSlotMap(tx, slots);
+      await tx.commit({ inPlace: true });
+      this.h.log(`slot ${slot} recovered: ${r.transactionsReplayed} transaction(s) replayed, ${r.clustersReturned} cluster(s) returned`);
+    } finally {
+      release();
+    }
+  }
+}
