@@ -27,6 +27,10 @@ export class LockRes {
   /** Highest level another node asked for, or null. */
   blocking: LockMode | null = null;
   busy = false;
+  /** The level an upconvert in flight asks for (null when none is). */
+  upconverting: LockMode | null = null;
+  /** A cancel of that upconvert has been sent. */
+  cancelling = false;
   attached = false;
   private waiters: Array<() => void> = [];
   grantWaiter: ((status: number) => void) | null = null;
@@ -85,10 +89,22 @@ export class DlmGlue {
     onBlocking: (lksb, level) => {
       const res = lksb.owner as LockRes;
       if (res.blocking === null || MODE_ORDER[level] > MODE_ORDER[res.blocking]) res.blocking = level;
+      // OCFS2's BUSY case: our upconvert (say PR->EX) waits at the master while we keep PR,
+      // and another node's upconvert waits for our PR: neither can be granted. Cancel ours;
+      // once it is back, we downconvert for them and ask again (dlmglue.c's cancel_convert).
+      if (res.upconverting !== null && !res.cancelling && res.level !== 'NL' && !compatible(level, res.level)) {
+        res.cancelling = true;
+        this.connection().unlock(res.lksb, LKF.CANCEL);
+      }
       void this.maybeDownconvert(res);
     },
     onUnlock: (lksb, status) => {
       const res = lksb.owner as LockRes;
+      if (res.cancelling) {
+        res.cancelling = false;
+        // EBUSY: the grant won; the grant callback already completed the request.
+        if (status === LOCK_STATUS.EBUSY) return;
+      }
       const w = res.grantWaiter;
       res.grantWaiter = null;
       w?.(status);
@@ -137,12 +153,20 @@ export class DlmGlue {
       }
       if (MODE_ORDER[mode] > MODE_ORDER[res.level]) {
         res.busy = true;
+        res.upconverting = mode;
         let status: number;
         try {
           status = await this.request(res, mode, o.noqueue ? LKF.NOQUEUE : 0);
         } finally {
           res.busy = false;
+          res.upconverting = null;
           res.wake();
+        }
+        // Give way now if someone asked while we were converting (cancelled or not).
+        if (res.blocking !== null) void this.maybeDownconvert(res);
+        if (status === LOCK_STATUS.ECANCEL) {
+          if (o.noqueue) throw new FsError('EAGAIN');
+          continue; // cancelled to break a conversion deadlock: defer, then ask again
         }
         if (status === LOCK_STATUS.EAGAIN) throw new FsError('EAGAIN');
         if (status !== LOCK_STATUS.OK) throw new FsError('EIO', `cluster lock ${res.name} failed with status ${status}`);

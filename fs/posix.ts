@@ -7,9 +7,10 @@
 import type {
   Attr, AttrReply, CreateArgs, CreateReply, DirEntryPlus, DirFiller, DirEntry, Entry, FallocateArgs, FsyncArgs, FuseOps,
   LinkArgs, LseekArgs, MkdirArgs, MknodArgs, NameArgs, OpenArgs, OpenReply, ReadArgs, ReaddirArgs, ReleaseArgs, RenameArgs,
-  RequestContext, SetAttrArgs, SetxattrArgs, StatFs, SymlinkArgs, WriteArgs, XattrNameArgs,
+  RequestContext, SetAttrArgs, SetLockArgs, SetxattrArgs, StatFs, SymlinkArgs, WriteArgs, XattrNameArgs,
 } from './fuse/ops';
-import { OPEN_KILL_SUIDGID, WRITE_KILL_SUIDGID } from './fuse/protocol';
+import { FlockTable } from './flock';
+import { LockType, OPEN_KILL_SUIDGID, WRITE_KILL_SUIDGID } from './fuse/protocol';
 import { allocateRange, extentAt, isInline, markWritten, punchClusters, readFile, truncateClusters, writeFile } from './file-data';
 import { dirInsert, dirLookup, dirReaddir } from './dir';
 import { CorruptionError, FsError } from './errors';
@@ -66,10 +67,27 @@ export class PosixFs implements FuseOps {
   /** We clear setuid/setgid ourselves (FUSE_HANDLE_KILLPRIV_V2); see killPrivs(). */
   readonly handlesKillPrivV2 = true;
 
+  private readonly flocks: FlockTable;
+
   constructor(m: MountedVolume, o: PosixOptions) {
     this.m = m;
     this.o = o;
+    this.flocks = new FlockTable(m.glue);
     m.inUseLocally = (blkno) => this.inUse(blkno);
+  }
+
+  /**
+   * flock(2), cluster-wide through the inode's F lock (fs/flock.ts). Only setlk is offered,
+   * so the kernel sends flock requests here (FUSE_FLOCK_LOCKS) and keeps POSIX record locks
+   * itself (node-local).
+   */
+  async setlk(ctx: RequestContext, a: SetLockArgs): Promise<void> {
+    if (!a.flock) throw new FsError('EINVAL', 'POSIX record locks are not handled here');
+    const blkno = this.blknoOf(a.ino);
+    if (a.lock.type === LockType.UNLCK) this.flocks.unlock(blkno, a.owner);
+    else if (a.lock.type === LockType.RDLCK || a.lock.type === LockType.WRLCK) {
+      await this.flocks.lock(blkno, a.owner, a.lock.type === LockType.WRLCK ? 'ex' : 'sh', a.sleep, ctx.signal);
+    } else throw new FsError('EINVAL', `lock type ${a.lock.type}`);
   }
 
   /**
@@ -424,6 +442,7 @@ export class PosixFs implements FuseOps {
     const h = this.handles.get(a.fh);
     if (!h) return;
     this.handles.delete(a.fh);
+    if (a.flockUnlock) this.flocks.unlock(h.blkno, a.lockOwner);
     const left = (this.opens.get(h.blkno) ?? 1) - 1;
     if (left > 0) this.opens.set(h.blkno, left);
     else {

@@ -115,6 +115,11 @@ export class O2cbDaemon {
     };
   }
 
+  /** Every lock space's resources and queues (debugging: {"op":"dump"} on the socket). */
+  dump(): object {
+    return { node: this.cfg.localNode.num, domains: [...this.domains.values()].map((s) => s.domain?.dump() ?? null) };
+  }
+
   /** Claims lock space `group` for one session; false if another client has it. */
   claimDomain(group: string, s: Session): boolean {
     if (this.domains.has(group)) return false;
@@ -277,7 +282,9 @@ class Session {
     let reply: object;
     try {
       const req = JSON.parse(this.jsonBuf.slice(0, nl)) as { op?: unknown };
-      reply = req.op === 'status' ? this.d.status() : { error: `unknown op ${JSON.stringify(req.op)}` };
+      reply = req.op === 'status' ? this.d.status()
+        : req.op === 'dump' ? this.d.dump()
+          : { error: `unknown op ${JSON.stringify(req.op)}` };
     } catch (e) {
       reply = { error: `bad request: ${(e as Error).message}` };
     }

@@ -4,7 +4,8 @@
 // none of the mounts) reads and writes through all three mount points.
 import t from 'tap';
 import { randomBytes } from 'node:crypto';
-import { closeSync, mkdirSync, openSync, promises as fsp, readSync, readFileSync, statSync } from 'node:fs';
+import { spawn, spawnSync } from 'node:child_process';
+import { closeSync, existsSync, mkdirSync, openSync, promises as fsp, readSync, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { abortFuse, isFuseMounted } from '../../fs/fuse/mount';
 import { nodeEnv, ManagedProcess, waitFor } from './harness';
@@ -34,14 +35,21 @@ async function mountOn(c: O2cbCluster, i: number): Promise<Mount> {
   return { mp, server };
 }
 
-/** Bounds one step; on timeout the error carries every daemon's and mount's log. */
+/** Every daemon's and mount's recent log and every node's DLM state, for a stuck step. */
+function diagnostics(c: O2cbCluster): string {
+  const logs = c.world.processes().map((x) => `--- ${x.label}\n${x.stderr().split('\n').slice(-40).join('\n')}`).join('\n');
+  const dumps = c.world.nodes.map((n) => {
+    const r = spawnSync('/usr/bin/python3', ['-c', `import socket,sys\ns=socket.socket(socket.AF_UNIX); s.settimeout(3); s.connect(sys.argv[1]); s.sendall(b'{"op":"dump"}\\n'); print(s.makefile().readline())`, path.join(c.runDir(n.num), 'o2test.sock')], { encoding: 'utf8', timeout: 5000 });
+    return `--- dlm dump of node ${n.num}\n${(r.stdout || r.stderr).slice(0, 20_000)}`;
+  }).join('\n');
+  return `${logs}\n${dumps}`;
+}
+
+/** Bounds one step; on timeout the error carries the diagnostics. */
 async function step<T>(c: O2cbCluster, what: string, p: Promise<T>, ms = 60_000): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
   const t = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => {
-      const logs = c.world.processes().map((x) => `--- ${x.label}\n${x.stderr().split('\n').slice(-40).join('\n')}`).join('\n');
-      reject(new Error(`${what}: no result in ${ms} ms\n${logs}`));
-    }, ms);
+    timer = setTimeout(() => reject(new Error(`${what}: no result in ${ms} ms\n${diagnostics(c)}`)), ms);
   });
   try {
     return await Promise.race([p, t]);
@@ -53,7 +61,7 @@ async function step<T>(c: O2cbCluster, what: string, p: Promise<T>, ms = 60_000)
 async function unmount(m: Mount): Promise<number | null> {
   if (!isFuseMounted(m.mp)) return m.server.exitStatus?.code ?? null;
   const r = await new Promise<number | null>((resolve) => {
-    const p = require('node:child_process').spawn(process.execPath, [O2FS, 'umount', m.mp], { env: nodeEnv(), stdio: 'ignore' });
+    const p = spawn(process.execPath, [O2FS, 'umount', m.mp], { env: nodeEnv(), stdio: 'ignore' });
     p.on('exit', (code: number | null) => resolve(code));
   });
   if (r !== 0) await abortFuse(m.mp).catch(() => undefined);
@@ -69,6 +77,13 @@ t.test('three nodes mount one volume: coherent data and metadata, open-unlink ac
     await c.close();
   });
   for (let i = 0; i < 3; i++) mounts.push(await mountOn(c, i));
+  // Whatever gets stuck, the state is kept for a post-mortem (O2FS_CLUSTER_DIAG names the file).
+  const watchdog = setTimeout(() => {
+    const file = process.env.O2FS_CLUSTER_DIAG ?? path.join(c.world.tmpDir, 'stuck.txt');
+    require('node:fs').writeFileSync(file, diagnostics(c));
+  }, 100_000);
+  watchdog.unref();
+  t.teardown(() => clearTimeout(watchdog));
   const [a, b, d] = mounts.map((m) => m.mp);
 
   // Written on node 0, read byte-exact on 1 and 2 right after the writer's close.
@@ -96,6 +111,22 @@ t.test('three nodes mount one volume: coherent data and metadata, open-unlink ac
   t.equal(readSync(fd, back, 0, back.length, 0), keep.length);
   t.ok(back.equals(keep), 'node 2 still reads the unlinked file it holds open');
   closeSync(fd);
+
+  // flock is cluster-wide: held on node 0, refused (LOCK_NB) on node 1, waited for on node 2.
+  await fsp.writeFile(path.join(a, 'lockfile'), '');
+  const flockPy = (mp: string, code: string): string => {
+    const r = spawnSync('/usr/bin/python3', ['-c', `import fcntl, os, sys, time\nfd = os.open(${JSON.stringify(path.join(mp, 'lockfile'))}, os.O_RDWR)\n${code}`], { encoding: 'utf8', timeout: 60_000 });
+    if (r.status !== 0) throw new Error(`python: ${r.stderr}`);
+    return r.stdout.trim();
+  };
+  const marker = path.join(c.world.tmpDir, 'flock-held');
+  const holder = spawn('/usr/bin/python3', ['-c', `import fcntl, os, time\nfd = os.open(${JSON.stringify(path.join(a, 'lockfile'))}, os.O_RDWR)\nfcntl.flock(fd, fcntl.LOCK_EX)\nopen(${JSON.stringify(marker)}, 'w').close()\ntime.sleep(2)\n`], { stdio: 'ignore' });
+  const holderExit = new Promise((resolve) => holder.on('exit', resolve));
+  await step(c, 'the flock holder on node 0', waitFor(() => existsSync(marker), 30_000, 'flock holder'));
+  t.equal(flockPy(b, `try:\n    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB); print('granted')\nexcept BlockingIOError: print('EWOULDBLOCK')`), 'EWOULDBLOCK', 'node 1 cannot take the flock node 0 holds');
+  const waited = Number(flockPy(d, 't0 = time.time(); fcntl.flock(fd, fcntl.LOCK_EX); print(time.time() - t0)'));
+  t.ok(waited > 0.5, `node 2 waited ${waited.toFixed(2)} s for node 0 to let go`);
+  await holderExit;
 
   // Node 1 writes and fsyncs files; node 2 is killed in the middle; survivors carry on.
   const fsynced: string[] = [];
