@@ -45,6 +45,8 @@ export interface ClusterHost {
   journal(): Journal | null;
   /** Is the inode referenced by this node's kernel or open here? */
   inUseLocally(blkno: number): boolean;
+  /** Runs fn excluding this node's own filesystem requests (taken after the meta lock). */
+  exclusive<T>(fn: () => Promise<T>): Promise<T>;
   log(line: string): void;
 }
 
@@ -140,6 +142,7 @@ export class ClusterState {
     const release = await this.lockMeta(true);
     let freed = 0;
     try {
+      await this.h.exclusive(async () => {
       const vol = this.h.vol;
       for (let slot = 0; slot < vol.sb.maxSlots; slot++) {
         const dirBlkno = await vol.systemInode(slotFileName(SYSFILE.orphanDir, slot));
@@ -157,6 +160,7 @@ export class ClusterState {
           });
         }
       }
+      });
     } finally {
       release();
     }
@@ -201,6 +205,15 @@ export class ClusterState {
     const vol = this.h.vol;
     const release = await this.lockMeta(true);
     try {
+      await this.h.exclusive(() => this.replayAndFree(slot, why));
+    } finally {
+      release();
+    }
+  }
+
+  private async replayAndFree(slot: number, why: string): Promise<void> {
+    const vol = this.h.vol;
+    {
       this.h.log(`recovering slot ${slot}: ${why}`);
       // Our own journal first: the dead slot's replay writes in place.
       const j = this.h.journal();
@@ -222,8 +235,6 @@ export class ClusterState {
       await writeSlotMap(tx, slots);
       await tx.commit({ inPlace: true });
       this.h.log(`slot ${slot} recovered: ${r.transactionsReplayed} transaction(s) replayed, ${r.clustersReturned} cluster(s) returned`);
-    } finally {
-      release();
     }
   }
 }

@@ -30,6 +30,7 @@ const O_ACCMODE = 3;
 const O_TRUNC = 0o1000;
 const O_DSYNC = 0o10000;
 const O_SYNC = 0o4010000;
+const O_APPEND = 0o2000;
 const FALLOC_FL_KEEP_SIZE = 0x1;
 const FALLOC_FL_PUNCH_HOLE = 0x2;
 const FALLOC_FL_ZERO_RANGE = 0x10;
@@ -74,6 +75,9 @@ export class PosixFs implements FuseOps {
     this.o = o;
     this.flocks = new FlockTable(m.glue);
     m.inUseLocally = (blkno) => this.inUse(blkno);
+    // The orphan scan and recovery change metadata outside any request: they must exclude
+    // this node's requests as a change does (after the meta lock, as run() orders them).
+    m.exclusive = (fn) => this.lock.write(fn);
   }
 
   /**
@@ -461,7 +465,10 @@ export class PosixFs implements FuseOps {
       if ((i.mode & S_IFMT) !== S_IFREG) throw new FsError('EINVAL');
       if (a.offsetBytes + a.data.length > 2 ** 32 * this.m.vol.geo.clusterSize) throw new FsError('EFBIG');
       if (a.writeFlags & WRITE_KILL_SUIDGID) await this.killPrivs(tx, i);
-      await writeFile(tx, this.m.ctx, i, a.offsetBytes, a.data);
+      // On a cluster mount the kernel's idea of the size (its O_APPEND offset) may be
+      // another node's past: append at the size under the meta lock instead.
+      const offsetBytes = this.m.cluster && a.flags & O_APPEND ? i.size : a.offsetBytes;
+      await writeFile(tx, this.m.ctx, i, offsetBytes, a.data);
       this.touch(i, { m: true, c: true });
       tx.putInode(i);
       return a.data.length;

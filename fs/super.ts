@@ -155,6 +155,7 @@ export class MountedVolume {
       if (clustered) {
         const cluster = new ClusterState({
           vol, glue, thisNode: conn.thisNode, slot, journal: () => m.journal, inUseLocally: (b) => m.inUseLocally(b), log,
+          exclusive: (fn) => m.exclusive(fn),
         });
         m.cluster = cluster;
         const s = await glue.lock(m.superLock, 'EX');
@@ -215,6 +216,8 @@ export class MountedVolume {
 
   /** Set by the filesystem above: does this node still reference the inode? */
   inUseLocally: (blkno: number) => boolean = () => false;
+  /** Set by the filesystem above: runs fn excluding its own requests. */
+  exclusive: <T>(fn: () => Promise<T>) => Promise<T> = (fn) => fn();
 
   /** Clean unmount: orphans freed, slot released, everything on disk. */
   async unmount(): Promise<void> {
