@@ -217,6 +217,23 @@ export function readRecords(): WorldRecord[] {
 /** Removes a world's tmp dir, but only one the harness made (guards against a bad record). */
 export function removeWorldTmpDir(dir: string): void {
   if (!path.isAbsolute(dir) || !path.basename(dir).startsWith(TMP_PREFIX)) return;
+  // A crashed world can leave FUSE mounts (dead servers) inside: abort their connections
+  // and detach them first, or removing the directory fails (EISDIR on a mount point).
+  for (const line of readFileSync('/proc/self/mountinfo', 'utf8').split('\n')) {
+    const f = line.split(' ');
+    const mp = f[4];
+    if (!mp || !(mp === dir || mp.startsWith(`${dir}/`))) continue;
+    const dev = f[2];
+    const conn = dev?.startsWith('0:') ? `/sys/fs/fuse/connections/${dev.slice(2)}/abort` : '';
+    if (conn) {
+      try {
+        writeFileSync(conn, '1');
+      } catch {
+        // not a FUSE mount, or already gone
+      }
+    }
+    spawnSync('umount', ['-l', mp], { timeout: 10_000 });
+  }
   rmSync(dir, { recursive: true, force: true });
 }
 
