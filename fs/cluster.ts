@@ -11,15 +11,25 @@
 //     (taken under the meta lock before the reply that gives the kernel the inode). The
 //     node removing the last link frees the inode only if O at EX is grantable at once
 //     (NOQUEUE): otherwise someone still has it and it goes to the orphan directory.
-//   - Orphan scan: every ORPHAN_SCAN_MS, under the meta lock at EX, every slot's orphan
-//     directory is walked and each orphan nobody holds open anywhere is freed.
+//   - Orphan scan: every ORPHAN_SCAN_MS, under the meta lock at PR, every slot's orphan
+//     directory is walked; only if it names an inode this node does not reference does the
+//     scan take the meta lock at EX and free each orphan nobody holds open anywhere. (A
+//     scan at EX every 5 s on every node would bounce the lock between idle nodes.) At
+//     unmount the kernel references nothing, so the last node out frees what is left.
+//   - The kernel's names: when the meta lock drops to NL (another node is about to change
+//     the namespace), every name the kernel caches is invalidated (FUSE_NOTIFY_INVAL_ENTRY,
+//     sent without waiting: the kernel may need a directory lock held by a syscall that waits
+//     for us). Lookups revalidate anyway (entry timeout 0); what this removes is the stale
+//     dentries themselves: a directory moved by another node would otherwise keep its old
+//     alias here and make a rename's lookup fail with ESTALE, and a file unlinked elsewhere
+//     would stay referenced by our kernel, keeping its open lock, so it could never be freed.
 //   - Recovery of dead nodes: the stack's recovery callback (after DLM recovery) and every
 //     mount (for slots left by nodes no longer heartbeating) replay the dead slot's journal,
 //     return its local alloc and truncate log, keep its orphans for the scan, and free the
 //     slot; under S then M, both EX (lock order: S before M before O).
 //
-// The kernel caches nothing on cluster mounts yet (entry/attr timeouts 0, direct I/O): the
-// downconvert path does not invalidate the kernel's caches (DESIGN.md §4's fallback).
+// The kernel caches no attributes or pages on cluster mounts yet (entry/attr timeouts 0,
+// direct I/O; DESIGN.md §4's fallback), only the names above.
 import type { AllocContext } from './alloc';
 import { dirRemove, listDirectory } from './dir';
 import { DlmGlue, LockHandle, LockRes } from './dlmglue';
@@ -47,6 +57,8 @@ export interface ClusterHost {
   inUseLocally(blkno: number): boolean;
   /** Runs fn excluding this node's own filesystem requests (taken after the meta lock). */
   exclusive<T>(fn: () => Promise<T>): Promise<T>;
+  /** Drops every name the kernel caches; must not wait for the kernel. */
+  invalidateKernel(): void;
   log(line: string): void;
 }
 
@@ -68,7 +80,10 @@ export class ClusterState {
           await j.commit();
           await j.checkpoint();
         }
-        if (to === 'NL') h.vol.dropCaches();
+        if (to === 'NL') {
+          h.vol.dropCaches();
+          h.invalidateKernel();
+        }
       },
     });
   }
@@ -139,33 +154,52 @@ export class ClusterState {
 
   /** Frees orphans (of every slot) that no node holds open. Returns how many. */
   async orphanScan(ctx: AllocContext): Promise<number> {
+    // A look under PR first: most scans find nothing, and must not take EX from others.
+    const releaseRead = await this.lockMeta(false);
+    let candidates: number;
+    try {
+      candidates = (await this.h.exclusive(() => this.orphanCandidates())).length;
+    } finally {
+      releaseRead();
+    }
+    if (candidates === 0) return 0;
     const release = await this.lockMeta(true);
     let freed = 0;
     try {
-      await this.h.exclusive(async () => {
-      const vol = this.h.vol;
-      for (let slot = 0; slot < vol.sb.maxSlots; slot++) {
-        const dirBlkno = await vol.systemInode(slotFileName(SYSFILE.orphanDir, slot));
-        const names = await listDirectory(new Transaction(vol), dirBlkno);
-        for (const e of names) {
-          if (this.h.inUseLocally(e.ino)) continue;
-          await this.ifUnusedEverywhere(e.ino, async () => {
+      freed = await this.h.exclusive(async () => {
+        let n = 0;
+        const vol = this.h.vol;
+        for (const { slot, dirBlkno, name, ino } of await this.orphanCandidates()) {
+          await this.ifUnusedEverywhere(ino, async () => {
             const tx = new Transaction(vol);
-            const ino = await tx.getInode(e.ino);
-            if (!(ino.flags & INODE_FL.orphaned) || ino.links !== 0) throw new FsError('EIO', `orphan directory of slot ${slot} names inode ${e.ino}, which is not an orphan`);
-            await dirRemove(tx, await tx.getInode(dirBlkno), e.name);
-            await destroyInode(tx, ctx, ino);
+            const i = await tx.getInode(ino);
+            if (!(i.flags & INODE_FL.orphaned) || i.links !== 0) throw new FsError('EIO', `orphan directory of slot ${slot} names inode ${ino}, which is not an orphan`);
+            await dirRemove(tx, await tx.getInode(dirBlkno), name);
+            await destroyInode(tx, ctx, i);
             await tx.commit();
-            freed++;
+            n++;
           });
         }
-      }
+        return n;
       });
     } finally {
       release();
     }
     if (freed > 0) this.h.log(`orphan scan freed ${freed} inode(s)`);
     return freed;
+  }
+
+  /** Orphans of every slot that this node does not reference. Caller holds the meta lock. */
+  private async orphanCandidates(): Promise<Array<{ slot: number; dirBlkno: number; name: Buffer; ino: number }>> {
+    const vol = this.h.vol;
+    const out: Array<{ slot: number; dirBlkno: number; name: Buffer; ino: number }> = [];
+    for (let slot = 0; slot < vol.sb.maxSlots; slot++) {
+      const dirBlkno = await vol.systemInode(slotFileName(SYSFILE.orphanDir, slot));
+      for (const e of await listDirectory(new Transaction(vol), dirBlkno)) {
+        if (!this.h.inUseLocally(e.ino)) out.push({ slot, dirBlkno, name: e.name, ino: e.ino });
+      }
+    }
+    return out;
   }
 
   /** Node `node` died (DLM recovery is done): recover its slot. Serialized, idempotent. */

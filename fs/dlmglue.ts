@@ -2,14 +2,36 @@
 // stays held after use (the next local use costs nothing); it is given up only when
 // another node asks (onBlocking), once no local holder conflicts, after the resource's
 // downconvert hook has made the disk say what our caches say (flush, checkpoint,
-// invalidate). This is the first cut: BUSY/PENDING cancel races and recovery waits come
-// with cluster mounts (issue 6).
+// invalidate).
+//
+// The rules ported from OCFS2's dlmglue.c (reference/ocfs2.md §2):
+// - BLOCKED: once another node asked for a level, new local holders that would keep it
+//   from that node wait (ocfs2_may_continue_on_blocked_lock), so a busy node cannot
+//   starve a remote waiter by overlapping its own holds.
+// - UPCONVERT_FINISHING: the caller whose upconvert was just granted takes its hold
+//   before any downconvert runs, even if a BAST came meanwhile; without this two nodes
+//   wanting EX could hand the lock back and forth without either using it.
+// - BUSY: an upconvert waiting at the master while we keep a level another node's
+//   upconvert waits for is cancelled (see onBlocking).
+// - A downconvert clears the blocked state only if the new level satisfies the highest
+//   level asked for; a BAST that came during the downconvert is not forgotten (the
+//   master tells a lock about a level once, until its mode changes).
 import { FsError } from './errors';
 import {
   ClusterConnection, LKF, LOCK_STATUS, Lksb, LockMode, MODE_ORDER, StackCallbacks, compatible, newLksb,
 } from '../stackglue/types';
 
 const WAIT_MS_MAX = 10 * 60_000;
+
+/** The highest level we may keep while another node waits for `blocking`. */
+function highestCompatible(blocking: LockMode): LockMode {
+  return blocking === 'EX' ? 'NL' : blocking === 'PR' ? 'PR' : 'EX';
+}
+
+/** May a holder at `mode` go ahead while another node waits for `blocking`? */
+function mayContinue(blocking: LockMode | null, mode: LockMode): boolean {
+  return blocking === null || MODE_ORDER[mode] <= MODE_ORDER[highestCompatible(blocking)];
+}
 
 export interface LockResOptions {
   /** The resource carries a value block (the stack gets/puts it on grants/downconverts). */
@@ -145,56 +167,65 @@ export class DlmGlue {
         await res.changed();
         continue;
       }
-      // Defer to a node already waiting for a level we would keep from it.
-      if (res.blocking !== null && !compatible(res.blocking, mode) && MODE_ORDER[mode] > MODE_ORDER[res.level]) {
+      // BLOCKED: defer to a node already waiting for a level this hold would keep from it.
+      if (!mayContinue(res.blocking, mode)) {
         if (o.noqueue) throw new FsError('EAGAIN');
+        void this.maybeDownconvert(res);
         await res.changed();
         continue;
       }
-      if (MODE_ORDER[mode] > MODE_ORDER[res.level]) {
-        res.busy = true;
-        res.upconverting = mode;
-        let status: number;
-        try {
-          status = await this.request(res, mode, o.noqueue ? LKF.NOQUEUE : 0);
-        } finally {
-          res.busy = false;
-          res.upconverting = null;
-          res.wake();
-        }
-        // Give way now if someone asked while we were converting (cancelled or not).
-        if (res.blocking !== null) void this.maybeDownconvert(res);
-        if (status === LOCK_STATUS.ECANCEL) {
-          if (o.noqueue) throw new FsError('EAGAIN');
-          continue; // cancelled to break a conversion deadlock: defer, then ask again
-        }
-        if (status === LOCK_STATUS.EAGAIN) throw new FsError('EAGAIN');
-        if (status !== LOCK_STATUS.OK) throw new FsError('EIO', `cluster lock ${res.name} failed with status ${status}`);
-        res.attached = true;
-        continue;
+      if (MODE_ORDER[mode] <= MODE_ORDER[res.level]) return this.hold(res, mode);
+      res.busy = true;
+      res.upconverting = mode;
+      let status: number;
+      try {
+        status = await this.request(res, mode, o.noqueue ? LKF.NOQUEUE : 0);
+      } finally {
+        res.busy = false;
+        res.upconverting = null;
+        res.wake();
       }
-      if (mode === 'EX') res.holdersEx += 1;
-      else res.holdersPr += 1;
-      let released = false;
-      return {
-        res,
-        mode,
-        release: () => {
-          if (released) throw new Error(`assertion: lock ${res.name} released twice`);
-          released = true;
-          if (mode === 'EX') res.holdersEx -= 1;
-          else res.holdersPr -= 1;
-          res.wake();
-          if (res.blocking !== null) void this.maybeDownconvert(res);
-        },
-      };
+      if (status === LOCK_STATUS.OK) {
+        res.attached = true;
+        // UPCONVERT_FINISHING: the level we waited for is ours to use once, BAST or not;
+        // the release gives way.
+        if (MODE_ORDER[res.level] < MODE_ORDER[mode]) throw new Error(`assertion: ${res.name} granted ${res.level} for ${mode}`);
+        return this.hold(res, mode);
+      }
+      // Cancelled or refused: give way now if someone asked meanwhile.
+      if (res.blocking !== null) void this.maybeDownconvert(res);
+      if (status === LOCK_STATUS.ECANCEL) {
+        if (o.noqueue) throw new FsError('EAGAIN');
+        continue; // cancelled to break a conversion deadlock: defer, then ask again
+      }
+      if (status === LOCK_STATUS.EAGAIN) throw new FsError('EAGAIN');
+      throw new FsError('EIO', `cluster lock ${res.name} failed with status ${status}`);
     }
+  }
+
+  private hold(res: LockRes, mode: 'PR' | 'EX'): LockHandle {
+    if (mode === 'EX') res.holdersEx += 1;
+    else res.holdersPr += 1;
+    let released = false;
+    return {
+      res,
+      mode,
+      release: () => {
+        if (released) throw new Error(`assertion: lock ${res.name} released twice`);
+        released = true;
+        if (mode === 'EX') res.holdersEx -= 1;
+        else res.holdersPr -= 1;
+        if (res.holdersEx < 0 || res.holdersPr < 0) throw new Error(`assertion: ${res.name} holder count below zero`);
+        res.wake();
+        if (res.blocking !== null) void this.maybeDownconvert(res);
+      },
+    };
   }
 
   /** Gives up as much of the level as the blocking node needs, once holders allow it. */
   private async maybeDownconvert(res: LockRes): Promise<void> {
     if (res.busy || res.blocking === null) return;
-    const target: LockMode = res.blocking === 'EX' ? 'NL' : 'PR';
+    const target = highestCompatible(res.blocking);
     if (MODE_ORDER[res.level] <= MODE_ORDER[target]) {
       res.blocking = null;
       res.wake();
@@ -206,11 +237,14 @@ export class DlmGlue {
       await res.opts.onDownconvert?.(target);
       const status = await this.request(res, target, 0);
       if (status !== LOCK_STATUS.OK) throw new FsError('EIO', `downconvert of ${res.name} failed with status ${status}`);
-      res.blocking = null;
     } finally {
       res.busy = false;
       res.wake();
     }
+    // A BAST for a higher level may have come while we converted: it still stands.
+    if (mayContinue(res.blocking, res.level)) res.blocking = null;
+    res.wake();
+    if (res.blocking !== null) void this.maybeDownconvert(res);
   }
 
   /**

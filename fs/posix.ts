@@ -64,6 +64,9 @@ export class PosixFs implements FuseOps {
   private readonly opens = new Map<number, number>();
   private readonly handles = new Map<number, { blkno: number; flags: number }>();
   private nextFh = 1;
+  /** Cluster mounts: the names the kernel has cached, so a lock downconvert can drop them. */
+  private readonly kernelNames = new KernelNames();
+  private notifier: KernelNotifier | null = null;
 
   /** We clear setuid/setgid ourselves (FUSE_HANDLE_KILLPRIV_V2); see killPrivs(). */
   readonly handlesKillPrivV2 = true;
@@ -78,6 +81,28 @@ export class PosixFs implements FuseOps {
     // The orphan scan and recovery change metadata outside any request: they must exclude
     // this node's requests as a change does (after the meta lock, as run() orders them).
     m.exclusive = (fn) => this.lock.write(fn);
+    m.invalidateKernel = () => this.invalidateKernelNames();
+  }
+
+  /** The FUSE session's notifications, once it runs (cluster mounts use them). */
+  attachKernel(notifier: KernelNotifier): void {
+    this.notifier = notifier;
+  }
+
+  /**
+   * Drops every name the kernel caches (fs/cluster.ts says when). Sent one at a time in the
+   * background and never awaited: a notification may wait in the kernel for a directory
+   * lock held by a syscall that itself waits for this node's lock.
+   */
+  private invalidateKernelNames(): void {
+    const names = this.kernelNames.takeAll();
+    const notifier = this.notifier;
+    if (!notifier || names.length === 0) return;
+    void (async () => {
+      let failed = 0;
+      for (const n of names) await notifier.invalEntry(n.parent, n.name).catch(() => failed++);
+      if (failed > 0) this.m.log(`invalidating kernel names: ${failed} of ${names.length} notifications failed`);
+    })();
   }
 
   /**
@@ -194,10 +219,20 @@ export class PosixFs implements FuseOps {
     };
   }
 
-  private entry(i: Inode): Entry {
-    this.lookups.set(i.blkno, (this.lookups.get(i.blkno) ?? 0) + 1);
-    this.m.cluster?.noteInUse(i.blkno);
+  /**
+   * The reply that hands the kernel `i` under `name` in `parent`: counts the lookup and, on a
+   * cluster, takes the open lock and remembers the name. Called under the meta lock.
+   */
+  private entry(i: Inode, parent: number, name: Buffer): Entry {
+    this.countLookup(i.blkno, parent, name);
     return { ino: this.inoOf(i.blkno), generation: i.generation, attr: this.attr(i), entryTimeoutMs: this.o.entryTimeoutMs, attrTimeoutMs: this.o.attrTimeoutMs };
+  }
+
+  private countLookup(blkno: number, parent: number, name: Buffer): void {
+    this.lookups.set(blkno, (this.lookups.get(blkno) ?? 0) + 1);
+    if (!this.m.cluster) return;
+    this.m.cluster.noteInUse(blkno);
+    this.kernelNames.add(parent, name, blkno);
   }
 
   private attrReply(i: Inode): AttrReply {
@@ -260,7 +295,7 @@ export class PosixFs implements FuseOps {
       const dir = await this.dirInode(tx, a.parent);
       const e = await dirLookup(tx, dir, a.name);
       if (!e) throw new FsError('ENOENT');
-      return this.entry(await tx.getInode(e.ino));
+      return this.entry(await tx.getInode(e.ino), a.parent, a.name);
     });
   }
 
@@ -268,7 +303,10 @@ export class PosixFs implements FuseOps {
     const blkno = ino === FUSE_ROOT_ID ? this.m.vol.sb.rootBlkno : ino;
     const left = (this.lookups.get(blkno) ?? 0) - nlookup;
     if (left > 0) this.lookups.set(blkno, left);
-    else this.lookups.delete(blkno);
+    else {
+      this.lookups.delete(blkno);
+      this.kernelNames.forgetInode(blkno);
+    }
     if (left <= 0) void this.maybeRelease(blkno).catch((e) => this.m.log(`releasing inode ${blkno}: ${(e as Error).message}`));
   }
 
@@ -276,37 +314,39 @@ export class PosixFs implements FuseOps {
     return this.run(false, async (tx) => this.attrReply(await this.inode(tx, a.ino)));
   }
 
-  private async makeNode(ctx: RequestContext, parentIno: number, name: Buffer, mode: number, extra: { rdev?: number; target?: Buffer } = {}): Promise<Inode> {
+  /** Creates a node and builds its entry reply under the same lock (its open lock with it). */
+  private async makeNode(ctx: RequestContext, parentIno: number, name: Buffer, mode: number, extra: { rdev?: number; target?: Buffer } = {}): Promise<{ i: Inode; entry: Entry }> {
     return this.run(true, async (tx) => {
       const parent = await this.dirInode(tx, parentIno);
       const own = this.owner(ctx, parent, mode);
-      return createNode(tx, this.m.ctx, parent, name, { mode: own.mode, uid: own.uid, gid: own.gid, rdev: extra.rdev, target: extra.target });
+      const i = await createNode(tx, this.m.ctx, parent, name, { mode: own.mode, uid: own.uid, gid: own.gid, rdev: extra.rdev, target: extra.target });
+      return { i, entry: this.entry(i, parentIno, name) };
     });
   }
 
   async mknod(ctx: RequestContext, a: MknodArgs): Promise<Entry> {
-    return this.entry(await this.makeNode(ctx, a.parent, a.name, a.mode, { rdev: a.rdev }));
+    return (await this.makeNode(ctx, a.parent, a.name, a.mode, { rdev: a.rdev })).entry;
   }
 
   async mkdir(ctx: RequestContext, a: MkdirArgs): Promise<Entry> {
-    return this.entry(await this.makeNode(ctx, a.parent, a.name, S_IFDIR | (a.mode & 0o7777)));
+    return (await this.makeNode(ctx, a.parent, a.name, S_IFDIR | (a.mode & 0o7777))).entry;
   }
 
   async symlink(ctx: RequestContext, a: SymlinkArgs): Promise<Entry> {
-    return this.entry(await this.makeNode(ctx, a.parent, a.name, S_IFLNK | 0o777, { target: a.target }));
+    return (await this.makeNode(ctx, a.parent, a.name, S_IFLNK | 0o777, { target: a.target })).entry;
   }
 
   async create(ctx: RequestContext, a: CreateArgs): Promise<CreateReply> {
-    const i = await this.makeNode(ctx, a.parent, a.name, S_IFREG | (a.mode & 0o7777));
-    return { entry: this.entry(i), open: this.openHandle(i.blkno, a.flags) };
+    const { i, entry } = await this.makeNode(ctx, a.parent, a.name, S_IFREG | (a.mode & 0o7777));
+    return { entry, open: this.openHandle(i.blkno, a.flags) };
   }
 
   async link(_ctx: RequestContext, a: LinkArgs): Promise<Entry> {
-    return this.entry(await this.run(true, async (tx) => {
+    return this.run(true, async (tx) => {
       const i = await this.inode(tx, a.ino);
       await linkNode(tx, this.m.ctx, await this.dirInode(tx, a.newParent), a.newName, i);
-      return i;
-    }));
+      return this.entry(i, a.newParent, a.newName);
+    });
   }
 
   async unlink(_ctx: RequestContext, a: NameArgs): Promise<void> {
@@ -320,6 +360,7 @@ export class PosixFs implements FuseOps {
   private async remove(a: NameArgs, dir: boolean): Promise<void> {
     await this.run(true, async (tx) => {
       const i = await unlinkName(tx, await this.dirInode(tx, a.parent), a.name, dir);
+      this.kernelNames.remove(a.parent, a.name);
       if (i.links === 0) await this.lastLinkGone(tx, i);
     });
   }
@@ -330,6 +371,7 @@ export class PosixFs implements FuseOps {
       const from = await this.dirInode(tx, a.parent);
       const to = a.newParent === a.parent ? from : await this.dirInode(tx, a.newParent);
       const r = await renameNode(tx, this.m.ctx, from, a.name, to, a.newName, a.flags);
+      this.kernelNames.rename(a.parent, a.name, a.newParent, a.newName, (a.flags & 2) !== 0);
       if (r.replaced && r.replaced.links === 0) await this.lastLinkGone(tx, r.replaced);
     });
   }
@@ -614,7 +656,7 @@ export class PosixFs implements FuseOps {
         for (const e of batch) {
           const child = await tx.getInode(e.ino);
           if (!out.add({ entry: noLookup(child), offset: e.cookie, name: e.name })) return;
-          this.lookups.set(child.blkno, (this.lookups.get(child.blkno) ?? 0) + 1);
+          this.countLookup(child.blkno, a.ino, e.name);
           after = e.cookie;
         }
       }
@@ -657,4 +699,70 @@ export class PosixFs implements FuseOps {
 
 function fileTypeToMode(ft: number): number {
   return [0, 0o100000, 0o040000, 0o020000, 0o060000, 0o010000, 0o140000, 0o120000][ft] ?? 0;
+}
+
+/** How PosixFs reaches the kernel's caches (the FUSE session's notifications). */
+export interface KernelNotifier {
+  /** FUSE_NOTIFY_INVAL_ENTRY; resolves false if the kernel had no such name. */
+  invalEntry(parent: number, name: Buffer): Promise<boolean>;
+}
+
+/**
+ * The names (parent inode number + name) the kernel holds dentries for, with the inode each
+ * names. Over-approximate by design: a name the kernel already dropped costs one useless
+ * notification; a name missing here would leave a stale dentry behind.
+ */
+class KernelNames {
+  private readonly byKey = new Map<string, { parent: number; name: Buffer; blkno: number }>();
+  private readonly byInode = new Map<number, Set<string>>();
+
+  private static key(parent: number, name: Buffer): string {
+    return `${parent}/${name.toString('latin1')}`;
+  }
+
+  add(parent: number, name: Buffer, blkno: number): void {
+    const key = KernelNames.key(parent, name);
+    this.removeKey(key);
+    this.byKey.set(key, { parent, name: Buffer.from(name), blkno });
+    let keys = this.byInode.get(blkno);
+    if (!keys) this.byInode.set(blkno, (keys = new Set()));
+    keys.add(key);
+  }
+
+  remove(parent: number, name: Buffer): void {
+    this.removeKey(KernelNames.key(parent, name));
+  }
+
+  /** The kernel moved its dentry (rename, or swapped two with RENAME_EXCHANGE). */
+  rename(parent: number, name: Buffer, newParent: number, newName: Buffer, exchange: boolean): void {
+    const from = this.byKey.get(KernelNames.key(parent, name));
+    const to = this.byKey.get(KernelNames.key(newParent, newName));
+    this.remove(parent, name);
+    this.remove(newParent, newName);
+    if (from) this.add(newParent, newName, from.blkno);
+    if (exchange && to) this.add(parent, name, to.blkno);
+  }
+
+  /** The kernel forgot the inode: none of its names are cached any more. */
+  forgetInode(blkno: number): void {
+    for (const key of this.byInode.get(blkno) ?? []) this.byKey.delete(key);
+    this.byInode.delete(blkno);
+  }
+
+  /** Every name, forgetting them all. */
+  takeAll(): Array<{ parent: number; name: Buffer }> {
+    const all = [...this.byKey.values()];
+    this.byKey.clear();
+    this.byInode.clear();
+    return all;
+  }
+
+  private removeKey(key: string): void {
+    const e = this.byKey.get(key);
+    if (!e) return;
+    this.byKey.delete(key);
+    const keys = this.byInode.get(e.blkno);
+    keys?.delete(key);
+    if (keys && keys.size === 0) this.byInode.delete(e.blkno);
+  }
 }

@@ -156,6 +156,7 @@ export class MountedVolume {
         const cluster = new ClusterState({
           vol, glue, thisNode: conn.thisNode, slot, journal: () => m.journal, inUseLocally: (b) => m.inUseLocally(b), log,
           exclusive: (fn) => m.exclusive(fn),
+          invalidateKernel: () => m.invalidateKernel(),
         });
         m.cluster = cluster;
         const s = await glue.lock(m.superLock, 'EX');
@@ -218,12 +219,18 @@ export class MountedVolume {
   inUseLocally: (blkno: number) => boolean = () => false;
   /** Set by the filesystem above: runs fn excluding its own requests. */
   exclusive: <T>(fn: () => Promise<T>) => Promise<T> = (fn) => fn();
+  /** Set by the filesystem above: drop every name the kernel caches (another node will change the namespace). */
+  invalidateKernel: () => void = () => undefined;
 
   /** Clean unmount: orphans freed, slot released, everything on disk. */
   async unmount(): Promise<void> {
     if (this.commitTimer) clearInterval(this.commitTimer);
     this.commitTimer = null;
     this.cluster?.stop();
+    // The FUSE session is over: the kernel references nothing any more (it sends no FORGET
+    // at unmount), so orphans only we held are free, and on a cluster the last node out
+    // frees the rest.
+    this.inUseLocally = () => false;
     // A volume that went read-only on errors keeps its slot: the next mount must fsck it.
     if (!this.readOnly) {
       try {

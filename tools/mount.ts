@@ -98,8 +98,8 @@ export async function serve(device: string, mountpoint: string, o: MountOpts, on
     await dev.close();
     throw e;
   }
-  // A cluster mount keeps nothing in the kernel's caches yet: invalidating them on a lock
-  // downconvert is not done (fs/cluster.ts), so every access must come to us.
+  // A cluster mount keeps no attributes or pages in the kernel's caches yet (only names,
+  // which fs/cluster.ts invalidates on a lock downconvert): every access must come to us.
   const noKernelCache = o.noKernelCache || m.cluster !== null;
   if (m.cluster && !o.noKernelCache) log(`cluster mount on ${m.conn.stack} (node ${m.conn.thisNode}, slot ${m.slot}): kernel caching off`);
   const timeoutMs = noKernelCache ? 0 : 1000;
@@ -113,6 +113,7 @@ export async function serve(device: string, mountpoint: string, o: MountOpts, on
     throw e;
   }
   const session = new FuseSession(fd, fs, { noKernelCache, log, readers: FUSE_READERS });
+  fs.attachKernel({ invalEntry: (parent, name) => session.notifyInvalEntry(parent, name) });
   session.start();
   let stopping = false;
   const stop = (why: string): void => {

@@ -1,5 +1,3 @@
-// WORK IN PROGRESS, not run by the suite (name without .test): ocfs2-test style multi-node cases that
-// currently wedge on the volume-wide meta lock (see issue 6 note). Rename to ocfs2-multi.test.ts once fixed.
 // Multi-node cases modelled on ocfs2-test's multiple_run.sh (docs: reference/ocfs2.md §8),
 // on ONE three-node o2cb cluster mounted once for the whole file: every case works in its
 // own directory. "On node i" means through node i's mount point: the test process itself or
