@@ -26,7 +26,13 @@
 //   - Recovery of dead nodes: the stack's recovery callback (after DLM recovery) and every
 //     mount (for slots left by nodes no longer heartbeating) replay the dead slot's journal,
 //     return its local alloc and truncate log, keep its orphans for the scan, and free the
-//     slot; under S then M, both EX (lock order: S before M before O).
+//     slot; under S then M, both EX (lock order: S before M before O). From the moment the
+//     stack says a node died (onNodeDown, before the DLM can grant anything the dead node
+//     held) until its slot is recovered, no operation here takes the meta lock: the disk
+//     does not say what the dead node committed to its journal, and a change made from the
+//     disk's older state would be overwritten by the replay (or overwrite it at our next
+//     checkpoint). Every node waits, whichever of them does the recovery (OCFS2's
+//     ocfs2_wait_for_recovery before cluster locks).
 //
 // The kernel caches no attributes or pages on cluster mounts yet (entry/attr timeouts 0,
 // direct I/O; DESIGN.md §4's fallback), only the names above.
@@ -70,6 +76,10 @@ export class ClusterState {
   private readonly pendingOpens = new Set<Promise<void>>();
   private scanTimer: NodeJS.Timeout | null = null;
   private recoveries: Promise<void> = Promise.resolve();
+  /** Nodes declared dead whose slots are not recovered yet: the meta lock waits for none. */
+  private readonly recoveryPending = new Set<number>();
+  private recoveryWaiters: Array<() => void> = [];
+  private stopped = false;
 
   constructor(private readonly h: ClusterHost) {
     this.superRes = h.glue.resource(lockName(LOCK_TYPE.super, SUPERBLOCK_BLKNO));
@@ -88,10 +98,40 @@ export class ClusterState {
     });
   }
 
-  /** The meta lock for one operation: PR to read, EX to change. Returns its release. */
-  async lockMeta(write: boolean): Promise<() => void> {
-    const held = await this.h.glue.lock(this.metaRes, write ? 'EX' : 'PR');
-    return () => held.release();
+  /**
+   * The meta lock for one operation: PR to read, EX to change. Returns its release. Waits
+   * while a dead node's recovery is pending (before and after taking the lock: a node may
+   * die while we wait for it), unless this is that recovery.
+   */
+  async lockMeta(write: boolean, o: { duringRecovery?: boolean } = {}): Promise<() => void> {
+    for (;;) {
+      if (!o.duringRecovery) await this.recoveryDone();
+      const held = await this.h.glue.lock(this.metaRes, write ? 'EX' : 'PR');
+      if (o.duringRecovery || this.recoveryPending.size === 0) return () => held.release();
+      held.release();
+    }
+  }
+
+  /** The stack says `node` died: hold the meta lock back until its slot is recovered. */
+  nodeDown(node: number): void {
+    if (node === this.h.thisNode) throw new Error('assertion: told of our own death');
+    if (!this.recoveryPending.has(node)) this.h.log(`node ${node} died: holding I/O until its slot is recovered`);
+    this.recoveryPending.add(node);
+  }
+
+  private recoveryDone(): Promise<void> {
+    if (this.recoveryPending.size === 0) return Promise.resolve();
+    return new Promise((resolve) => this.recoveryWaiters.push(resolve));
+  }
+
+  /** Waits (at most `ms`) until no recovery is pending; false if some still is. */
+  async waitRecoveries(ms: number): Promise<boolean> {
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<void>((resolve) => { timer = setTimeout(resolve, ms); });
+    await Promise.race([this.recoveryDone(), timeout]);
+    clearTimeout(timer);
+    if (this.recoveryPending.size > 0) this.h.log(`recovery of node(s) ${[...this.recoveryPending].join(', ')} still pending`);
+    return this.recoveryPending.size === 0;
   }
 
   /** The inode just became referenced here: take its open lock (awaited by flushOpens()). */
@@ -148,6 +188,7 @@ export class ClusterState {
   }
 
   stop(): void {
+    this.stopped = true;
     if (this.scanTimer) clearInterval(this.scanTimer);
     this.scanTimer = null;
   }
@@ -202,9 +243,30 @@ export class ClusterState {
     return out;
   }
 
-  /** Node `node` died (DLM recovery is done): recover its slot. Serialized, idempotent. */
+  /**
+   * Node `node` died (DLM recovery is done): recover its slot, retrying until done (the
+   * meta lock waits meanwhile). Serialized, idempotent: whichever node gets S first does it.
+   */
   recoverNode(node: number): Promise<void> {
-    this.recoveries = this.recoveries.then(() => this.recover((slots) => slots.findIndex((s) => s.inUse && s.nodeNum === node), `node ${node} died`));
+    this.nodeDown(node);
+    this.recoveries = this.recoveries.catch(() => undefined).then(async () => {
+      for (let attempt = 1; ; attempt++) {
+        try {
+          await this.recover((slots) => slots.findIndex((s) => s.inUse && s.nodeNum === node), `node ${node} died`);
+          break;
+        } catch (e) {
+          this.h.log(`recovery of node ${node}, attempt ${attempt}: ${(e as Error).message}`);
+          if (this.stopped) throw e;
+          await new Promise((resolve) => setTimeout(resolve, Math.min(5_000, 200 * attempt)));
+        }
+      }
+      this.recoveryPending.delete(node);
+      if (this.recoveryPending.size === 0) {
+        const w = this.recoveryWaiters;
+        this.recoveryWaiters = [];
+        for (const f of w) f();
+      }
+    });
     return this.recoveries;
   }
 
@@ -213,6 +275,7 @@ export class ClusterState {
    * heartbeating on the volume (it died while nobody was mounted to notice).
    */
   async recoverAbandonedSlots(): Promise<void> {
+    this.h.vol.dropCaches(); // the slot map may have changed since we last held S
     const slots = await readSlotMap(new Transaction(this.h.vol));
     const others = slots.map((s, i) => ({ s, i })).filter(({ s, i }) => s.inUse && i !== this.h.slot && s.nodeNum !== this.h.thisNode);
     const alive = await Promise.all(others.map(({ s }) => nodeIsAlive(this.h.vol, s.nodeNum)));
@@ -226,6 +289,9 @@ export class ClusterState {
   private async recover(find: (slots: Awaited<ReturnType<typeof readSlotMap>>) => number, why: string): Promise<void> {
     const s = await this.h.glue.lock(this.superRes, 'EX');
     try {
+      // The slot map changes under S only (mounts, unmounts, recoveries elsewhere): what
+      // our cache holds of it may be old.
+      this.h.vol.dropCaches();
       const slot = find(await readSlotMap(new Transaction(this.h.vol)));
       if (slot < 0 || slot === this.h.slot) return; // already recovered by another node
       await this.recoverSlotLocked(slot, why);
@@ -236,8 +302,7 @@ export class ClusterState {
 
   /** Caller holds S at EX. Replays and releases `slot` under the meta lock at EX. */
   private async recoverSlotLocked(slot: number, why: string): Promise<void> {
-    const vol = this.h.vol;
-    const release = await this.lockMeta(true);
+    const release = await this.lockMeta(true, { duringRecovery: true });
     try {
       await this.h.exclusive(() => this.replayAndFree(slot, why));
     } finally {

@@ -21,6 +21,9 @@ import { HeartbeatWriter, nodeIsAlive } from './heartbeat-lite';
 import { ClusterState } from './cluster';
 import { randomInt } from 'node:crypto';
 
+
+/** How long an unmount waits for pending recoveries of dead nodes before it goes anyway. */
+const UNMOUNT_RECOVERY_WAIT_MS = 60_000;
 export interface MountOptions {
   readOnly?: boolean;
   /** Group commit interval: the journal commits at least this often. Default 5 s. */
@@ -94,9 +97,11 @@ export class MountedVolume {
     // Deaths reported before the mount is up are recovered as soon as it is.
     const deaths: number[] = [];
     let onDeath = (node: number): void => void deaths.push(node);
+    let onNodeDown = (node: number): void => void deaths.push(node);
     const conn = await choice.plugin.connect({
       clusterName: sb.clusterName, group, proto: { major: LOCK_PROTO_MAJOR, minor: LOCK_PROTO_MINOR }, callbacks: glue.callbacks,
       onRecovery: (node) => onDeath(node),
+      onNodeDown: (node) => onNodeDown(node),
       onFenced: o.onFenced,
       device: o.devicePath ?? dev.name,
     });
@@ -165,8 +170,9 @@ export class MountedVolume {
         } finally {
           s.release();
         }
+        onNodeDown = (node) => cluster.nodeDown(node);
         onDeath = (node) => void cluster.recoverNode(node).catch((e) => log(`recovery of node ${node} failed: ${(e as Error).message}`));
-        for (const node of deaths.splice(0)) onDeath(node);
+        for (const node of new Set(deaths.splice(0))) onDeath(node);
         cluster.start(ctx);
       }
       if (journal) {
@@ -235,11 +241,16 @@ export class MountedVolume {
     if (!this.readOnly) {
       try {
         await this.releaseOrphans(() => true);
+        // Recoveries of dead nodes this node has heard of finish first (they need S).
+        await this.cluster?.waitRecoveries(UNMOUNT_RECOVERY_WAIT_MS);
         const held = await this.glue.lock(this.superLock, 'EX');
         // The meta lock too (S before M): our journal's last commit and checkpoint must not
-        // race another node's change of the same blocks.
-        const meta = this.cluster ? await this.cluster.lockMeta(true) : () => undefined;
+        // race another node's change of the same blocks. Holding S, no recovery can start;
+        // one that becomes pending now is left to the survivors or the next mount.
+        const meta = this.cluster ? await this.cluster.lockMeta(true, { duringRecovery: true }) : () => undefined;
         try {
+          // The slot map changes under S only: a cached copy may be older than that.
+          if (this.cluster) this.vol.dropCaches();
           const tx = new Transaction(this.vol);
           const slots = await readSlotMap(tx);
           slots[this.slot] = { inUse: false, nodeNum: 0, mountGeneration: 0 };

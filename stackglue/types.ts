@@ -82,6 +82,12 @@ export interface ConnectOptions {
   /** A node died; its journal must be recovered before locks it held are trusted. */
   onRecovery(nodeNum: number): void;
   /**
+   * A node was declared dead (stacks that can tell: o2cb). Delivered before any lock the
+   * dead node held back is granted, so the filesystem can hold its I/O from that moment
+   * until the dead node's journal is replayed; onRecovery follows.
+   */
+  onNodeDown?(nodeNum: number): void;
+  /**
    * This node lost its cluster membership (fenced: heartbeat writes stalled, quorum lost, or
    * the stack's daemon died). The caller must stop all device I/O at once and exit; requests
    * in flight complete with ENOTCONN.

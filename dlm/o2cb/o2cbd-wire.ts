@@ -18,6 +18,7 @@ export interface DaemonMsg {
   blocking?: { lockId: number; level: number };
   unlocked?: { lockId: number; status: number; granted: number; gone?: boolean };
   recovery?: { node: number };
+  nodeDown?: { node: number };
   fenced?: { reason: string };
   refused?: { code: string; message: string };
   disconnected?: Record<string, never>;

@@ -372,6 +372,7 @@ class Session {
       this.domain = new DlmDomain(this.d.net, {
         name: c.group, proto, callbacks, log: (l) => this.d.log(`${c.group.slice(0, 8)}: ${l}`),
         onEviction: (node) => this.send({ recovery: { node } }),
+        onNodeDown: (node) => this.send({ nodeDown: { node } }),
       });
       const agreed = await this.domain.join();
       this.send({ connected: { thisNode: this.d.cfg.localNode.num, protoMajor: agreed.major, protoMinor: agreed.minor } });

@@ -63,6 +63,8 @@ class O2cbConnection implements ClusterConnection {
       cb.onUnlock(lksb, m.unlocked.status);
     } else if (m.recovery) {
       this.opts.onRecovery(m.recovery.node);
+    } else if (m.nodeDown) {
+      this.opts.onNodeDown?.(m.nodeDown.node);
     } else if (m.fenced) {
       this.die(`fenced: ${m.fenced.reason}`);
     } else if (m.disconnected) {

@@ -138,15 +138,25 @@ t.test('three nodes mount one volume: coherent data and metadata, open-unlink ac
     await h.close();
     fsynced.push(`fs-${k}`);
   }
-  await fsp.writeFile(path.join(d, 'from-node2'), 'node 2 was here\n');
+  // Node 2 allocates and fsyncs last, so it dies holding the meta lock at EX with a journal
+  // nobody has replayed; node 0 asks for the lock only after the kill. Node 0 must not
+  // change the volume from the disk's older state before node 2's journal is replayed
+  // (its allocation would overwrite, or be overwritten by, node 2's: fsck would see it).
+  const node2Data = randomBytes(256 * 1024);
+  const h2 = await fsp.open(path.join(d, 'from-node2'), 'w');
+  await h2.writeFile(node2Data);
+  await h2.sync();
+  await h2.close();
   const killedAt = Date.now();
   await c.kill(2);
   await abortFuse(d).catch(() => undefined);
   // Node 0 can change the volume again once node 2 is declared dead and recovered.
-  await step(c, 'a write on node 0 after node 2 was killed', fsp.writeFile(path.join(a, 'after-kill'), 'survivor\n'));
+  const survivorData = randomBytes(256 * 1024);
+  await step(c, 'a write on node 0 after node 2 was killed', fsp.writeFile(path.join(a, 'after-kill'), survivorData));
   const failoverMs = Date.now() - killedAt;
   t.ok(failoverMs < c.deadMs + 15_000, `a survivor wrote again ${failoverMs} ms after the kill (dead time ${c.deadMs} ms)`);
-  t.equal(readFileSync(path.join(b, 'after-kill'), 'utf8'), 'survivor\n', 'node 1 sees it');
+  t.ok(readFileSync(path.join(b, 'after-kill')).equals(survivorData), 'node 1 sees it');
+  t.ok(readFileSync(path.join(a, 'from-node2')).equals(node2Data), 'the dead node\'s fsync\'d file is intact');
   for (const n of fsynced) t.equal(readFileSync(path.join(a, n), 'utf8'), `content ${n.slice(3)}\n`, `fsync'd ${n} intact`);
 
   // All unmount; the volume is fsck-clean (the dead node's slot recovered by a survivor).

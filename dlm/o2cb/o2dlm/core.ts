@@ -36,6 +36,12 @@ export interface DomainOptions {
   callbacks: StackCallbacks;
   /** Fired on every node once DLM recovery of dead node `node` has finished. */
   onEviction(node: number): void;
+  /**
+   * Fired at once when member `node` is declared dead, before recovery begins: nothing its
+   * locks kept from anyone can be granted before this has been called (the filesystem
+   * uses it to hold its I/O until it has replayed the dead node's journal).
+   */
+  onNodeDown?(node: number): void;
   log?: (line: string) => void;
   purgeIntervalMs?: number;
   masteryTimeoutMs?: number;

@@ -62,6 +62,11 @@ export class Recovery {
     core.members.delete(n);
     core.leavingNodes.delete(n);
     core.recoveryMap.add(n);
+    try {
+      core.opts.onNodeDown?.(n);
+    } catch (e) {
+      core.log(`onNodeDown(${n}) threw: ${(e as Error).message}`);
+    }
     for (const res of core.resources.values()) {
       if (res.owner === core.thisNode) {
         // The dead node's locks go now; the shuffle waits until recovery ends.
