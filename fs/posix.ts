@@ -81,7 +81,7 @@ export class PosixFs implements FuseOps {
     // The orphan scan and recovery change metadata outside any request: they must exclude
     // this node's requests as a change does (after the meta lock, as run() orders them).
     m.exclusive = (fn) => this.lock.write(fn);
-    m.invalidateKernel = () => this.invalidateKernelNames();
+    m.invalidateKernel = () => this.invalidateKernel();
   }
 
   /** The FUSE session's notifications, once it runs (cluster mounts use them). */
@@ -90,14 +90,26 @@ export class PosixFs implements FuseOps {
   }
 
   /**
-   * Drops every name the kernel caches (fs/cluster.ts says when). Sent one at a time in the
-   * background and never awaited: a notification may wait in the kernel for a directory
-   * lock held by a syscall that itself waits for this node's lock.
+   * Another node is about to change the volume (fs/cluster.ts: the meta lock drops to NL):
+   * before returning, the kernel forgets every attribute it cached and must look every name
+   * up again (both notifications cannot block). Then, in the background and never awaited,
+   * each name it holds is dropped outright (FUSE_NOTIFY_INVAL_ENTRY may wait in the kernel
+   * for a directory lock held by a syscall that itself waits for this node's lock): a stale
+   * directory alias would otherwise fail a later rename's lookup with ESTALE, and a stale
+   * name of a file unlinked elsewhere would keep the inode (and its open lock) referenced.
    */
-  private invalidateKernelNames(): void {
-    const names = this.kernelNames.takeAll();
+  private invalidateKernel(): void {
     const notifier = this.notifier;
-    if (!notifier || names.length === 0) return;
+    if (!notifier) return;
+    try {
+      notifier.invalidateAttrsNow(FUSE_ROOT_ID);
+      for (const blkno of this.lookups.keys()) notifier.invalidateAttrsNow(this.inoOf(blkno));
+      notifier.expireAllNamesNow();
+    } catch (e) {
+      this.m.log(`invalidating the kernel's caches: ${(e as Error).message}`);
+    }
+    const names = this.kernelNames.takeAll();
+    if (names.length === 0) return;
     void (async () => {
       let failed = 0;
       for (const n of names) await notifier.invalEntry(n.parent, n.name).catch(() => failed++);
@@ -225,7 +237,17 @@ export class PosixFs implements FuseOps {
    */
   private entry(i: Inode, parent: number, name: Buffer): Entry {
     this.countLookup(i.blkno, parent, name);
-    return { ino: this.inoOf(i.blkno), generation: i.generation, attr: this.attr(i), entryTimeoutMs: this.o.entryTimeoutMs, attrTimeoutMs: this.o.attrTimeoutMs };
+    return { ino: this.inoOf(i.blkno), generation: i.generation, attr: this.attr(i), entryTimeoutMs: this.entryTimeoutMs(), attrTimeoutMs: this.o.attrTimeoutMs };
+  }
+
+  /**
+   * How long the kernel may trust a name. On a cluster mount, only as long as the lock
+   * downconvert can expire every name at once (FUSE_NOTIFY_INC_EPOCH); older kernels
+   * revalidate each name on every use.
+   */
+  private entryTimeoutMs(): number {
+    if (this.m.cluster && !this.notifier?.canExpireAllNames) return 0;
+    return this.o.entryTimeoutMs;
   }
 
   private countLookup(blkno: number, parent: number, name: Buffer): void {
@@ -646,7 +668,7 @@ export class PosixFs implements FuseOps {
   async readdirplus(_ctx: RequestContext, a: ReaddirArgs, out: DirFiller<DirEntryPlus>): Promise<void> {
     await this.run(false, async (tx) => {
       const dir = await this.dirInode(tx, a.ino);
-      const noLookup = (i: Inode): Entry => ({ ino: this.inoOf(i.blkno), generation: i.generation, attr: this.attr(i), entryTimeoutMs: this.o.entryTimeoutMs, attrTimeoutMs: this.o.attrTimeoutMs });
+      const noLookup = (i: Inode): Entry => ({ ino: this.inoOf(i.blkno), generation: i.generation, attr: this.attr(i), entryTimeoutMs: this.entryTimeoutMs(), attrTimeoutMs: this.o.attrTimeoutMs });
       if (a.offset < 1 && !out.add({ entry: noLookup(dir), offset: 1, name: '.' })) return;
       if (a.offset < 2 && !out.add({ entry: noLookup(await tx.getInode(dir.parentBlkno)), offset: 2, name: '..' })) return;
       let after = Math.max(a.offset, 2);
@@ -703,8 +725,13 @@ function fileTypeToMode(ft: number): number {
 
 /** How PosixFs reaches the kernel's caches (the FUSE session's notifications). */
 export interface KernelNotifier {
-  /** FUSE_NOTIFY_INVAL_ENTRY; resolves false if the kernel had no such name. */
+  /** FUSE_NOTIFY_INVAL_ENTRY, queued; resolves false if the kernel had no such name. */
   invalEntry(parent: number, name: Buffer): Promise<boolean>;
+  /** FUSE_NOTIFY_INVAL_INODE for attributes only, written at once (cannot block). */
+  invalidateAttrsNow(ino: number): boolean;
+  /** FUSE_NOTIFY_INC_EPOCH, written at once (cannot block); false if unsupported. */
+  expireAllNamesNow(): boolean;
+  readonly canExpireAllNames: boolean;
 }
 
 /**

@@ -98,12 +98,14 @@ export async function serve(device: string, mountpoint: string, o: MountOpts, on
     await dev.close();
     throw e;
   }
-  // A cluster mount keeps no attributes or pages in the kernel's caches yet (only names,
-  // which fs/cluster.ts invalidates on a lock downconvert): every access must come to us.
-  const noKernelCache = o.noKernelCache || m.cluster !== null;
-  if (m.cluster && !o.noKernelCache) log(`cluster mount on ${m.conn.stack} (node ${m.conn.thisNode}, slot ${m.slot}): kernel caching off`);
+  // A cluster mount lets the kernel cache names and attributes, which fs/cluster.ts
+  // invalidates before its meta lock lets another node change anything; pages are not
+  // cached (every read and write comes to us). -o nokernelcache: nothing is cached.
+  const noKernelCache = o.noKernelCache;
+  const uncachedData = m.cluster !== null;
+  if (m.cluster) log(`cluster mount on ${m.conn.stack} (node ${m.conn.thisNode}, slot ${m.slot}): kernel caches ${noKernelCache ? 'nothing' : 'names and attributes, no pages'}`);
   const timeoutMs = noKernelCache ? 0 : 1000;
-  const fs = new PosixFs(m, { entryTimeoutMs: timeoutMs, attrTimeoutMs: timeoutMs, keepCache: !noKernelCache });
+  const fs = new PosixFs(m, { entryTimeoutMs: timeoutMs, attrTimeoutMs: timeoutMs, keepCache: !noKernelCache && !uncachedData });
   let fd: number;
   try {
     fd = await mountFuse(mountpoint, { fsName: path.resolve(device), allowOther: o.allowOther, defaultPermissions: o.defaultPermissions, readOnly: o.readOnly });
@@ -112,8 +114,13 @@ export async function serve(device: string, mountpoint: string, o: MountOpts, on
     await dev.close();
     throw e;
   }
-  const session = new FuseSession(fd, fs, { noKernelCache, log, readers: FUSE_READERS });
-  fs.attachKernel({ invalEntry: (parent, name) => session.notifyInvalEntry(parent, name) });
+  const session = new FuseSession(fd, fs, { noKernelCache, uncachedData, log, readers: FUSE_READERS });
+  fs.attachKernel({
+    invalEntry: (parent, name) => session.notifyInvalEntry(parent, name),
+    invalidateAttrsNow: (ino) => session.invalidateAttrsNow(ino),
+    expireAllNamesNow: () => session.expireAllNamesNow(),
+    get canExpireAllNames() { return session.canExpireAllNames; },
+  });
   session.start();
   let stopping = false;
   const stop = (why: string): void => {

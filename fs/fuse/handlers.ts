@@ -26,6 +26,8 @@ export interface HandlerEnv {
   readonly ops: FuseOps;
   /** Zero cache timeouts and FOPEN_DIRECT_IO on every open (FuseSessionOptions.noKernelCache). */
   readonly noKernelCache: boolean;
+  /** FOPEN_DIRECT_IO on every open; names and attributes cached (FuseSessionOptions.uncachedData). */
+  readonly uncachedData: boolean;
   /** Largest READ/READDIR reply we will build (the negotiated max_write/max_pages bound). */
   readonly maxReadBytes: number;
 }
@@ -55,7 +57,7 @@ function attrReply(env: HandlerEnv, r: AttrReply): ReplyPayload {
 }
 
 function openReply(env: HandlerEnv, r: OpenReply): Buffer {
-  return encodeOpenOut(env.noKernelCache ? { ...r, directIo: true, keepCache: false, cacheDir: false } : r);
+  return encodeOpenOut(env.uncachedData ? { ...r, directIo: true, keepCache: false, cacheDir: false } : r);
 }
 
 function nameBuffer(name: Buffer | string): Buffer {

@@ -42,6 +42,8 @@ const READ_ERRORS_IN_A_ROW_MAX = 100;
 /** ...and after this many consecutive benign retries (EINTR/EAGAIN/ENOENT). */
 const READ_RETRIES_IN_A_ROW_MAX = 100_000;
 const NOTIFY_QUEUE_MAX = 1024;
+/** The protocol minor that brought FUSE_NOTIFY_INC_EPOCH. */
+const INC_EPOCH_MINOR = 44;
 const UNKNOWN_OPCODES_LOGGED_MAX = 64;
 
 export interface FuseSessionOptions {
@@ -51,6 +53,12 @@ export interface FuseSessionOptions {
    * DESIGN.md §4). Shared mmap stays possible through FUSE_DIRECT_IO_ALLOW_MMAP.
    */
   noKernelCache?: boolean;
+  /**
+   * No page cache (FOPEN_DIRECT_IO on every open, shared mmap through DIRECT_IO_ALLOW_MMAP,
+   * no CACHE_SYMLINKS), while names and attributes are cached as the filesystem says: a
+   * cluster mount, which invalidates those when its locks go (fs/cluster.ts).
+   */
+  uncachedData?: boolean;
   /** Ask for FUSE_WRITEBACK_CACHE (the kernel then buffers writes). Ignored with noKernelCache. */
   writebackCache?: boolean;
   /** With readdirplus: let the kernel choose READDIRPLUS only when it helps (READDIRPLUS_AUTO). */
@@ -124,6 +132,9 @@ export class FuseSession {
   private readonly ops: FuseOps;
   private readonly log: (line: string) => void;
   private readonly noKernelCache: boolean;
+  private readonly uncachedData: boolean;
+  /** The kernel refused FUSE_NOTIFY_INC_EPOCH once (older than it says, or a backport without it). */
+  private incEpochRefused = false;
   private readonly maxWriteBytes: number;
   private readonly readBufferBytes: number;
   private readonly readerCount: number;
@@ -151,6 +162,7 @@ export class FuseSession {
     this.log = options.log ?? ((line) => process.stderr.write(`${line}\n`));
     this.channel = typeof device === 'number' ? openChannel(device, this.log) : device;
     this.noKernelCache = options.noKernelCache ?? false;
+    this.uncachedData = this.noKernelCache || (options.uncachedData ?? false);
     this.maxWriteBytes = options.maxWriteBytes ?? MIB;
     if (!(Number.isInteger(this.maxWriteBytes) && this.maxWriteBytes >= PAGE_BYTES
       && this.maxWriteBytes <= MIB && this.maxWriteBytes % PAGE_BYTES === 0)) {
@@ -170,7 +182,7 @@ export class FuseSession {
     if (typeof ops.lookup !== 'function' || typeof ops.getattr !== 'function') {
       throw new TypeError('FuseOps needs at least lookup and getattr');
     }
-    this.env = { ops, noKernelCache: this.noKernelCache, maxReadBytes: this.maxWriteBytes };
+    this.env = { ops, noKernelCache: this.noKernelCache, uncachedData: this.uncachedData, maxReadBytes: this.maxWriteBytes };
     this.ready = this.readyDeferred.promise;
     this.ready.catch(() => undefined); // callers that never await ready must not see an unhandled rejection
     this.closed = this.closedDeferred.promise;
@@ -233,6 +245,51 @@ export class FuseSession {
   /** FUSE_NOTIFY_DELETE: `name` in `parent` (inode `child`) is gone; like INVAL_ENTRY but also tells open dirs. */
   notifyDelete(parent: number, child: number, name: Buffer | string): Promise<boolean> {
     return this.notify(NotifyCode.DELETE, () => encodeNotifyDelete(parent, child, notifyName(name)));
+  }
+
+  // --- Notifications that cannot block (a lock downconvert waits for them) -------------------
+
+  /**
+   * FUSE_NOTIFY_INVAL_INODE for attributes only (offset -1), written now on this thread: the
+   * kernel takes no page or directory lock for it, so it cannot wait for a request of ours.
+   * False if the kernel has no such inode (or the session is over).
+   */
+  invalidateAttrsNow(ino: number): boolean {
+    return this.notifyNow(NotifyCode.INVAL_INODE, encodeNotifyInvalInode(ino, -1, 0));
+  }
+
+  /** Can expireAllNamesNow() work: FUSE_NOTIFY_INC_EPOCH (protocol 7.44, Linux 6.16). */
+  get canExpireAllNames(): boolean {
+    return !this.incEpochRefused && (this.initInfo?.protocolMinor ?? 0) >= INC_EPOCH_MINOR;
+  }
+
+  /**
+   * FUSE_NOTIFY_INC_EPOCH: every name the kernel cached must be looked up again before use
+   * (the kernel just bumps a counter: it cannot block). False if the kernel refused it (and
+   * canExpireAllNames turns false) or the session is over.
+   */
+  expireAllNamesNow(): boolean {
+    if (!this.canExpireAllNames) return false;
+    try {
+      return this.notifyNow(NotifyCode.INC_EPOCH, Buffer.alloc(0));
+    } catch (e) {
+      this.incEpochRefused = true;
+      this.log(`o2fs fuse: the kernel refused FUSE_NOTIFY_INC_EPOCH (${(e as Error).message}); names are no longer cached`);
+      return false;
+    }
+  }
+
+  private notifyNow(code: number, payload: Buffer): boolean {
+    if (this.state !== 'running' || !this.initInfo) return false;
+    const header = encodeOutHeader(OutHeader.size + payload.length, code, 0n);
+    try {
+      this.channel.writeReply([header, payload]);
+      return true;
+    } catch (err) {
+      if (errCode(err) === 'ENOENT') return false;
+      if (errCode(err) === 'ENODEV' || this.state !== 'running') return false;
+      throw err;
+    }
   }
 
   /** Queues one notification. Bad arguments (range, name length) reject; they never throw. */
@@ -441,7 +498,7 @@ export class FuseSession {
       want |= InitFlag.DO_READDIRPLUS;
       if (this.options.readdirplusAuto) want |= InitFlag.READDIRPLUS_AUTO;
     }
-    if (this.noKernelCache) {
+    if (this.uncachedData) {
       want |= InitFlag.DIRECT_IO_ALLOW_MMAP;
     } else {
       want |= InitFlag.CACHE_SYMLINKS;

@@ -1,86 +1,31 @@
-// Cluster mounts on o2cb (issue 6, first cut: the volume-wide meta lock, open locks, orphan
+// Cluster mounts on o2cb (issue 6: the volume-wide meta lock, open locks, orphan
 // scan, recovery of dead nodes): three nodes, each with its own o2cbd and its own `o2fs mount`
 // server in its network namespace, all on one shared disk file. This process (which serves
 // none of the mounts) reads and writes through all three mount points.
 import t from 'tap';
 import { randomBytes } from 'node:crypto';
 import { spawn, spawnSync } from 'node:child_process';
-import { closeSync, existsSync, mkdirSync, openSync, promises as fsp, readSync, readFileSync, statSync } from 'node:fs';
+import { closeSync, existsSync, openSync, promises as fsp, readSync, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { abortFuse, isFuseMounted } from '../../fs/fuse/mount';
-import { nodeEnv, ManagedProcess, waitFor } from './harness';
+import { nodeEnv, waitFor } from './harness';
 import { O2cbCluster } from './o2cb-cluster';
+import { FSCK, Mount, dumpLogs, mountOn, step, unmount } from './multi-helpers';
 
-const DIST = path.resolve(__dirname, '../..');
-const O2FS = path.join(DIST, 'tools/o2fs.js');
-const FSCK = path.join(DIST, 'tools/fsck.js');
-
-interface Mount {
-  mp: string;
-  server: ManagedProcess;
-}
-
-async function mountOn(c: O2cbCluster, i: number): Promise<Mount> {
-  const mp = path.join(c.world.tmpDir, `mnt${i}`);
-  mkdirSync(mp, { recursive: true });
-  const server = c.world.spawn(i, process.execPath, [O2FS, 'mount', '-f', c.world.sharedDisk, mp], {
-    env: { ...nodeEnv(), O2CB_RUN_DIR: c.runDir(i) }, label: `o2fs-mount-${i}`,
-  });
-  try {
-    await waitFor(() => isFuseMounted(mp) || !server.running, 60_000, `mount on node ${i}`);
-  } catch (e) {
-    throw new Error(`${(e as Error).message}\n${server.stderr()}`);
-  }
-  if (!server.running) throw new Error(`mount on node ${i} failed:\n${server.stderr()}`);
-  return { mp, server };
-}
-
-/** Every daemon's and mount's recent log and every node's DLM state, for a stuck step. */
-function diagnostics(c: O2cbCluster): string {
-  const logs = c.world.processes().map((x) => `--- ${x.label}\n${x.stderr().split('\n').slice(-40).join('\n')}`).join('\n');
-  const dumps = c.world.nodes.map((n) => {
-    const r = spawnSync('/usr/bin/python3', ['-c', `import socket,sys\ns=socket.socket(socket.AF_UNIX); s.settimeout(3); s.connect(sys.argv[1]); s.sendall(b'{"op":"dump"}\\n'); print(s.makefile().readline())`, path.join(c.runDir(n.num), 'o2test.sock')], { encoding: 'utf8', timeout: 5000 });
-    return `--- dlm dump of node ${n.num}\n${(r.stdout || r.stderr).slice(0, 20_000)}`;
-  }).join('\n');
-  return `${logs}\n${dumps}`;
-}
-
-/** Bounds one step; on timeout the error carries the diagnostics. */
-async function step<T>(c: O2cbCluster, what: string, p: Promise<T>, ms = 60_000): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const t = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`${what}: no result in ${ms} ms\n${diagnostics(c)}`)), ms);
-  });
-  try {
-    return await Promise.race([p, t]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
-async function unmount(m: Mount): Promise<number | null> {
-  if (!isFuseMounted(m.mp)) return m.server.exitStatus?.code ?? null;
-  const r = await new Promise<number | null>((resolve) => {
-    const p = spawn(process.execPath, [O2FS, 'umount', m.mp], { env: nodeEnv(), stdio: 'ignore' });
-    p.on('exit', (code: number | null) => resolve(code));
-  });
-  if (r !== 0) await abortFuse(m.mp).catch(() => undefined);
-  await m.server.exited;
-  return m.server.exitStatus?.code ?? null;
-}
-
-t.test('three nodes mount one volume: coherent data and metadata, open-unlink across nodes, kill -9 and recovery', async (t) => {
+// Both ways (issue 6): the kernel caching names and attributes (invalidated by the lock
+// downconvert), and with -o nokernelcache (nothing cached in the kernel).
+for (const options of ['', 'nokernelcache']) t.test(`three nodes mount one volume${options ? ` (-o ${options})` : ''}: coherent data and metadata, open-unlink across nodes, kill -9 and recovery`, async (t) => {
   const c = await O2cbCluster.create({ nodes: 3, diskBytes: 1024 * 1024 * 1024 });
   const mounts: Mount[] = [];
   t.teardown(async () => {
     for (const m of mounts) if (isFuseMounted(m.mp)) await abortFuse(m.mp).catch(() => undefined);
     await c.close();
   });
-  for (let i = 0; i < 3; i++) mounts.push(await mountOn(c, i));
+  for (let i = 0; i < 3; i++) mounts.push(await mountOn(c, i, options));
   // Whatever gets stuck, the state is kept for a post-mortem (O2FS_CLUSTER_DIAG names the file).
   const watchdog = setTimeout(() => {
     const file = process.env.O2FS_CLUSTER_DIAG ?? path.join(c.world.tmpDir, 'stuck.txt');
-    require('node:fs').writeFileSync(file, diagnostics(c));
+    require('node:fs').writeFileSync(file, dumpLogs(c));
   }, 100_000);
   watchdog.unref();
   t.teardown(() => clearTimeout(watchdog));

@@ -1,4 +1,4 @@
-// Helpers for the multi-node cluster tests (ocfs2-multi.test.ts): mounting o2fs on the nodes
+// Helpers for the multi-node cluster tests (cluster-mount, ocfs2-multi): mounting o2fs on the nodes
 // of an O2cbCluster, bounded steps that dump the logs, and python workers "on node i" (host
 // processes working through node i's mount point) driven by the test in lockstep.
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
@@ -18,10 +18,11 @@ export interface Mount {
   server: ManagedProcess;
 }
 
-export async function mountOn(c: O2cbCluster, i: number): Promise<Mount> {
+/** `o2fs mount -f` of the shared disk on node i; `options` go to -o (e.g. 'nokernelcache'). */
+export async function mountOn(c: O2cbCluster, i: number, options = ''): Promise<Mount> {
   const mp = path.join(c.world.tmpDir, `mnt${i}`);
   mkdirSync(mp, { recursive: true });
-  const server = c.world.spawn(i, process.execPath, [O2FS, 'mount', '-f', c.world.sharedDisk, mp], {
+  const server = c.world.spawn(i, process.execPath, [O2FS, 'mount', '-f', c.world.sharedDisk, mp, ...(options ? ['-o', options] : [])], {
     env: { ...nodeEnv(), O2CB_RUN_DIR: c.runDir(i) }, label: `o2fs-mount-${i}`,
   });
   try {

@@ -2,7 +2,8 @@
 // on ONE three-node o2cb cluster mounted once for the whole file: every case works in its
 // own directory. "On node i" means through node i's mount point: the test process itself or
 // python workers (host processes, tracked by the harness) that keep descriptors open between
-// the steps the test drives in lockstep.
+// the steps the test drives in lockstep. Nodes 0 and 2 mount with kernel caching (names and
+// attributes), node 1 with -o nokernelcache.
 //
 //   (run in this order: the sequential cases first, the concurrent ones after)
 //   open_delete             open on A (and C), unlinked on B: the descriptor still works;
@@ -57,7 +58,9 @@ t.test('ocfs2-test multi-node cases on one 3-node o2cb cluster', async (t) => {
     for (const m of mounts) if (isFuseMounted(m.mp)) await abortFuse(m.mp).catch(() => undefined);
     await c.close();
   });
-  for (let i = 0; i < 3; i++) mounts.push(await step(c, `mount on node ${i}`, mountOn(c, i), 90_000));
+  // Nodes 0 and 2 let their kernels cache names and attributes (the downconvert invalidates
+  // them); node 1 caches nothing (-o nokernelcache): both ways meet in every case.
+  for (let i = 0; i < 3; i++) mounts.push(await step(c, `mount on node ${i}`, mountOn(c, i, i === 1 ? 'nokernelcache' : ''), 90_000));
   const mp = mounts.map((m) => m.mp);
   // Two workers per node: W[node][k].
   const W: PyWorker[][] = [0, 1, 2].map((i) => [0, 1].map((k) => {

@@ -34,6 +34,34 @@ t.test('cached data and names stay stale until the session notifies the kernel',
     'an inode the kernel never saw: false (ENOENT from the kernel)');
 });
 
+t.test('the non-blocking notifications a cluster downconvert uses: attributes now, every name at once', async (t) => {
+  const server = await startMemfsServer(t, { entryTimeoutMs: 60_000, attrTimeoutMs: 60_000, keepCache: true });
+  const mp = server.mountpoint;
+  const file = path.join(mp, 'attrs.txt');
+  const ino = await server.call<number>({ cmd: 'writeFileBehind', path: 'attrs.txt', dataBase64: b64('four') });
+  t.equal((await fsp.stat(file)).size, 4, 'size cached');
+  await server.call({ cmd: 'writeFileBehind', path: 'attrs.txt', dataBase64: b64('ten bytes!') });
+  t.equal((await fsp.stat(file)).size, 4, 'cached attributes: the kernel does not ask');
+  t.equal(await server.call({ cmd: 'invalAttrsNow', ino }), true, 'kernel knew the inode');
+  t.equal((await fsp.stat(file)).size, 10, 'after INVAL_INODE (attributes only) the new size is read');
+  t.equal(await server.call({ cmd: 'invalAttrsNow', ino: 987_654 }), false, 'an inode the kernel never saw: false');
+
+  await server.call({ cmd: 'writeFileBehind', path: 'name.txt', dataBase64: b64('x') });
+  await server.call({ cmd: 'writeFileBehind', path: 'other.txt', dataBase64: b64('y') });
+  t.equal((await fsp.stat(path.join(mp, 'name.txt'))).size, 1);
+  t.equal((await fsp.stat(path.join(mp, 'other.txt'))).size, 1);
+  await server.call({ cmd: 'unlinkBehind', path: 'name.txt' });
+  t.equal((await fsp.stat(path.join(mp, 'name.txt'))).size, 1, 'cached dentry still resolves the removed name');
+  const r = await server.call<{ supported: boolean; done: boolean }>({ cmd: 'expireAllNames' });
+  if (server.init.protocolMinor < 44) {
+    t.same(r, { supported: false, done: false }, `kernel protocol 7.${server.init.protocolMinor} has no FUSE_NOTIFY_INC_EPOCH: reported unsupported`);
+    return;
+  }
+  t.same(r, { supported: true, done: true }, 'FUSE_NOTIFY_INC_EPOCH accepted');
+  await t.rejects(fsp.stat(path.join(mp, 'name.txt')), { code: 'ENOENT' }, 'after INC_EPOCH the removed name is looked up again: gone');
+  t.equal((await fsp.stat(path.join(mp, 'other.txt'))).size, 1, 'a name that still exists resolves again');
+});
+
 t.test('noKernelCache: changes behind the kernel are visible at once; plain READDIR without readdirplus', async (t) => {
   const server = await startMemfsServer(t, { noKernelCache: true, readdirplus: false, entryTimeoutMs: 60_000, attrTimeoutMs: 60_000, keepCache: true });
   const mp = server.mountpoint;

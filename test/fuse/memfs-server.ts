@@ -27,6 +27,8 @@ export type ServerCommand =
   | { cmd: 'stats' }
   | { cmd: 'writeFileBehind'; path: string; dataBase64: string; blockOnOpen?: boolean }
   | { cmd: 'unlinkBehind'; path: string }
+  | { cmd: 'invalAttrsNow'; ino: number }
+  | { cmd: 'expireAllNames' }
   | { cmd: 'ino'; path: string }
   | { cmd: 'invalInode'; ino: number; offsetBytes?: number; lengthBytes?: number }
   | { cmd: 'invalEntry'; parent: number; name: string };
@@ -70,6 +72,10 @@ async function main(): Promise<void> {
           return session.notifyInvalInode(raw.ino, raw.offsetBytes ?? 0, raw.lengthBytes ?? 0);
         case 'invalEntry':
           return session.notifyInvalEntry(raw.parent, raw.name);
+        case 'invalAttrsNow':
+          return session.invalidateAttrsNow(raw.ino);
+        case 'expireAllNames':
+          return { supported: session.canExpireAllNames, done: session.expireAllNamesNow() };
       }
     };
     run().then(
