@@ -8,9 +8,12 @@ import type {
   Attr, AttrReply, CreateArgs, CreateReply, DirEntryPlus, DirFiller, DirEntry, Entry, FallocateArgs, FsyncArgs, FuseOps,
   LinkArgs, LseekArgs, MkdirArgs, MknodArgs, NameArgs, OpenArgs, OpenReply, ReadArgs, ReaddirArgs, ReleaseArgs, RenameArgs,
   RequestContext, SetAttrArgs, SetLockArgs, SetxattrArgs, StatFs, SymlinkArgs, WriteArgs, XattrNameArgs,
+  FileLock, FlushArgs, LockArgs,
 } from './fuse/ops';
 import { FlockTable } from './flock';
-import { LockType, OPEN_KILL_SUIDGID, WRITE_KILL_SUIDGID } from './fuse/protocol';
+import { LOCK_END_MAX, LockType, OPEN_KILL_SUIDGID, WRITE_KILL_SUIDGID } from './fuse/protocol';
+import { PLOCK_XATTR, Plock, PlockOwner, PlockType, applyPlock, decodePlocks, encodePlocks, findConflict } from './plock';
+import { readSlotMapFresh } from './slot-map';
 import { allocateRange, extentAt, isInline, markWritten, punchClusters, readFile, truncateClusters, writeFile } from './file-data';
 import { dirInsert, dirLookup, dirReaddir } from './dir';
 import { CorruptionError, FsError } from './errors';
@@ -72,6 +75,18 @@ export class PosixFs implements FuseOps {
   readonly handlesKillPrivV2 = true;
 
   private readonly flocks: FlockTable;
+  /** Cluster mounts: lock owners that may hold record locks here, per inode (FLUSH drops theirs). */
+  private readonly plockOwners = new Map<number, Set<bigint>>();
+  /** Cluster mounts: SETLKW waiters per inode, woken when a lock here goes (remote ones poll). */
+  private readonly plockWaiters = new Map<number, Set<() => void>>();
+
+  /**
+   * F_GETLK, offered on cluster mounts only (with it the kernel sends record locks here and
+   * FUSE_POSIX_LOCKS is negotiated); local mounts leave record locks to the kernel.
+   */
+  readonly getlk?: (ctx: RequestContext, a: LockArgs) => Promise<FileLock>;
+  /** FLUSH (each close): on cluster mounts, drops the closing process's record locks. */
+  readonly flush?: (ctx: RequestContext, a: FlushArgs) => Promise<void>;
 
   constructor(m: MountedVolume, o: PosixOptions) {
     this.m = m;
@@ -82,6 +97,10 @@ export class PosixFs implements FuseOps {
     // this node's requests as a change does (after the meta lock, as run() orders them).
     m.exclusive = (fn) => this.lock.write(fn);
     m.invalidateKernel = () => this.invalidateKernel();
+    if (m.cluster) {
+      this.getlk = (_ctx, a) => this.plockGet(a);
+      this.flush = (_ctx, a) => this.plockFlush(a);
+    }
   }
 
   /** The FUSE session's notifications, once it runs (cluster mounts use them). */
@@ -123,7 +142,10 @@ export class PosixFs implements FuseOps {
    * itself (node-local).
    */
   async setlk(ctx: RequestContext, a: SetLockArgs): Promise<void> {
-    if (!a.flock) throw new FsError('EINVAL', 'POSIX record locks are not handled here');
+    if (!a.flock) {
+      if (!this.m.cluster) throw new FsError('EINVAL', 'POSIX record locks are the kernel\'s on a local mount');
+      return this.plockSet(ctx, a);
+    }
     const blkno = this.blknoOf(a.ino);
     if (a.lock.type === LockType.UNLCK) this.flocks.unlock(blkno, a.owner);
     else if (a.lock.type === LockType.RDLCK || a.lock.type === LockType.WRLCK) {
@@ -542,9 +564,129 @@ export class PosixFs implements FuseOps {
     });
   }
 
-  // No flush(): close(2) has nothing to push (durability comes from fsync or the group
-  // commit) and POSIX locks are the kernel's, so the session answers FLUSH with ENOSYS
-  // once and the kernel stops sending it: one request less per close.
+  // No flush() on local mounts: close(2) has nothing to push (durability comes from fsync or
+  // the group commit) and POSIX locks are the kernel's, so the session answers FLUSH with
+  // ENOSYS once and the kernel stops sending it: one request less per close. Cluster mounts
+  // keep record locks in the inode (fs/plock.ts) and need FLUSH to drop them at close.
+
+  // --- record locks (cluster mounts; fs/plock.ts) --------------------------------------------
+
+  private plockMe(owner: bigint): PlockOwner {
+    return { slot: this.m.slot, generation: this.m.mountGeneration, owner };
+  }
+
+  /** The inode's table and a liveness test, read under the meta lock. */
+  private async plockTable(tx: Transaction, i: Inode): Promise<{ list: Plock[]; live: (o: PlockOwner) => boolean }> {
+    let list: Plock[] = [];
+    try {
+      list = decodePlocks(await getXattr(tx, i, PLOCK_XATTR));
+    } catch (e) {
+      if (!(e instanceof FsError && e.errno === 'ENODATA')) throw e;
+    }
+    if (list.length === 0) return { list, live: () => false };
+    const slots = await readSlotMapFresh(tx);
+    return { list, live: (o) => slots[o.slot]?.inUse === true && slots[o.slot].mountGeneration === o.generation };
+  }
+
+  /** Writes the table back (no times change: a lock is not a change of the file). */
+  private async plockWrite(tx: Transaction, i: Inode, list: Plock[]): Promise<void> {
+    if (list.length > 0) await setXattr(tx, this.m.ctx, i, PLOCK_XATTR, encodePlocks(list));
+    else if (await getXattr(tx, i, PLOCK_XATTR).then(() => true, () => false)) await removeXattr(tx, this.m.ctx, i, PLOCK_XATTR);
+    else return;
+    tx.putInode(i);
+  }
+
+  /** The record-lock table is the filesystem's, not the user's. */
+  private static userXattr(name: string): string {
+    if (name === PLOCK_XATTR) throw new FsError('EPERM', `${name} is reserved`);
+    return name;
+  }
+
+  private async plockGet(a: LockArgs): Promise<FileLock> {
+    const type: PlockType = a.lock.type === LockType.WRLCK ? 'write' : 'read';
+    return this.run(false, async (tx) => {
+      const i = await this.inode(tx, a.ino);
+      const { list, live } = await this.plockTable(tx, i);
+      const c = findConflict(list, this.plockMe(a.owner), { type, start: a.lock.start, end: a.lock.end }, live);
+      if (!c) return { start: a.lock.start, end: a.lock.end, type: LockType.UNLCK, pid: 0 };
+      return { start: c.start, end: c.end, type: c.type === 'write' ? LockType.WRLCK : LockType.RDLCK, pid: c.pid };
+    });
+  }
+
+  /** F_SETLK / F_SETLKW (sleep): conflicts anywhere in the cluster count. */
+  private async plockSet(ctx: RequestContext, a: SetLockArgs): Promise<void> {
+    const blkno = this.blknoOf(a.ino);
+    const unlock = a.lock.type === LockType.UNLCK;
+    if (!unlock && a.lock.type !== LockType.RDLCK && a.lock.type !== LockType.WRLCK) throw new FsError('EINVAL', `lock type ${a.lock.type}`);
+    const type: PlockType | null = unlock ? null : a.lock.type === LockType.WRLCK ? 'write' : 'read';
+    const me = this.plockMe(a.owner);
+    for (let attempt = 0; ; attempt++) {
+      const granted = await this.run(true, async (tx) => {
+        const i = await this.inode(tx, a.ino);
+        const { list, live } = await this.plockTable(tx, i);
+        if (type && findConflict(list, me, { type, start: a.lock.start, end: a.lock.end }, live)) return false;
+        await this.plockWrite(tx, i, applyPlock(list, me, type, a.lock.start, a.lock.end, a.lock.pid, live));
+        return true;
+      });
+      if (granted) {
+        if (unlock) this.plockWake(blkno);
+        else {
+          let owners = this.plockOwners.get(blkno);
+          if (!owners) this.plockOwners.set(blkno, (owners = new Set()));
+          owners.add(a.owner);
+        }
+        return;
+      }
+      if (!a.sleep) throw new FsError('EAGAIN');
+      // A lock released here wakes us at once; one released on another node is seen at the
+      // next look (every 10 ms at first, backing off to 250 ms).
+      await this.plockWait(blkno, Math.min(250, 10 * 2 ** Math.min(attempt, 5)), ctx.signal);
+    }
+  }
+
+  private plockWait(blkno: number, ms: number, signal: AbortSignal): Promise<void> {
+    return new Promise((resolve, reject) => {
+      let waiters = this.plockWaiters.get(blkno);
+      if (!waiters) this.plockWaiters.set(blkno, (waiters = new Set()));
+      const done = (): void => {
+        clearTimeout(timer);
+        waiters!.delete(done);
+        if (waiters!.size === 0) this.plockWaiters.delete(blkno);
+        signal.removeEventListener('abort', onAbort);
+      };
+      const onAbort = (): void => {
+        done();
+        reject(new FsError('EINTR'));
+      };
+      const timer = setTimeout(() => {
+        done();
+        resolve();
+      }, ms);
+      waiters.add(() => {
+        done();
+        resolve();
+      });
+      if (signal.aborted) onAbort();
+      else signal.addEventListener('abort', onAbort, { once: true });
+    });
+  }
+
+  private plockWake(blkno: number): void {
+    for (const w of [...(this.plockWaiters.get(blkno) ?? [])]) w();
+  }
+
+  /** FLUSH: a process closed a descriptor of the file; POSIX drops all its record locks on it. */
+  private async plockFlush(a: FlushArgs): Promise<void> {
+    const blkno = this.blknoOf(a.ino);
+    const owners = this.plockOwners.get(blkno);
+    if (!owners?.has(a.lockOwner)) return;
+    await this.plockSet({ signal: new AbortController().signal } as RequestContext, {
+      ino: a.ino, fh: a.fh, owner: a.lockOwner, flock: false, sleep: false,
+      lock: { start: 0n, end: LOCK_END_MAX, type: LockType.UNLCK, pid: 0 },
+    });
+    owners.delete(a.lockOwner);
+    if (owners.size === 0) this.plockOwners.delete(blkno);
+  }
 
   async fsync(_ctx: RequestContext, _a: FsyncArgs): Promise<void> {
     await this.m.sync();
@@ -690,24 +832,25 @@ export class PosixFs implements FuseOps {
   async setxattr(_ctx: RequestContext, a: SetxattrArgs): Promise<void> {
     await this.run(true, async (tx) => {
       const i = await this.inode(tx, a.ino);
-      await setXattr(tx, this.m.ctx, i, a.name, a.value, a.flags);
+      await setXattr(tx, this.m.ctx, i, PosixFs.userXattr(a.name), a.value, a.flags);
       this.touch(i, { c: true });
       tx.putInode(i);
     });
   }
 
   async getxattr(_ctx: RequestContext, a: XattrNameArgs): Promise<Buffer> {
+    if (a.name === PLOCK_XATTR) throw new FsError('ENODATA');
     return this.run(false, async (tx) => getXattr(tx, await this.inode(tx, a.ino), a.name));
   }
 
   async listxattr(_ctx: RequestContext, a: { ino: number }): Promise<string[]> {
-    return this.run(false, async (tx) => listXattrs(tx, await this.inode(tx, a.ino)));
+    return this.run(false, async (tx) => (await listXattrs(tx, await this.inode(tx, a.ino))).filter((n) => n !== PLOCK_XATTR));
   }
 
   async removexattr(_ctx: RequestContext, a: XattrNameArgs): Promise<void> {
     await this.run(true, async (tx) => {
       const i = await this.inode(tx, a.ino);
-      await removeXattr(tx, this.m.ctx, i, a.name);
+      await removeXattr(tx, this.m.ctx, i, PosixFs.userXattr(a.name));
       this.touch(i, { c: true });
       tx.putInode(i);
     });

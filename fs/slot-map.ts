@@ -23,6 +23,16 @@ export async function readSlotMap(tx: Transaction): Promise<SlotRecord[]> {
   return out;
 }
 
+/**
+ * The slot map as on disk now, not as cached: for readers that do not hold S (a cluster
+ * mount asking which mounts are alive while it holds only the meta lock).
+ */
+export async function readSlotMapFresh(tx: Transaction): Promise<SlotRecord[]> {
+  const first = await firstBlock(tx);
+  for (let i = 0; i * slotsPerBlock(tx.bs) < tx.vol.sb.maxSlots; i++) tx.vol.forget(first + i);
+  return readSlotMap(tx);
+}
+
 export async function writeSlotMap(tx: Transaction, slots: SlotRecord[]): Promise<void> {
   const first = await firstBlock(tx);
   const per = slotsPerBlock(tx.bs);

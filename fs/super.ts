@@ -51,6 +51,8 @@ export class MountedVolume {
   private readOnlyReason: string | null;
   private readonly superLock: LockRes;
   journal: Journal | null = null;
+  /** The mount generation this mount wrote into its slot (0 read-only): who owns its record locks. */
+  mountGeneration = 0;
   /** Cluster mounts only (a cluster stack, not local or nocluster): locks, recovery, orphan scan. */
   cluster: ClusterState | null = null;
   private heartbeat: HeartbeatWriter | null = null;
@@ -115,6 +117,7 @@ export class MountedVolume {
       const superRes = glue.resource(lockName(LOCK_TYPE.super, SUPERBLOCK_BLKNO));
       const held = await glue.lock(superRes, 'EX');
       let slot = 0;
+      let mountGeneration = 0;
       let journal: Journal | null = null;
       let heartbeat: HeartbeatWriter | null = null;
       try {
@@ -134,7 +137,8 @@ export class MountedVolume {
           if (!clustered) heartbeat = await HeartbeatWriter.start(vol, conn.thisNode);
           const tx = new Transaction(vol);
           slots = await readSlotMap(tx);
-          slots[slot] = { inUse: true, nodeNum: conn.thisNode, mountGeneration: randomInt(1, 0xffffffff) };
+          mountGeneration = randomInt(1, 0xffffffff);
+          slots[slot] = { inUse: true, nodeNum: conn.thisNode, mountGeneration };
           await writeSlotMap(tx, slots);
           await tx.commit({ inPlace: true });
           sb.lastMountTimeSec = Math.floor(Date.now() / 1000);
@@ -156,6 +160,7 @@ export class MountedVolume {
       };
       const m = new MountedVolume(vol, glue, conn, slot, ctx, await vol.systemInode(slotFileName(SYSFILE.orphanDir, slot)), { ...o, log });
       m.journal = journal;
+      m.mountGeneration = mountGeneration;
       m.heartbeat = heartbeat;
       if (clustered) {
         const cluster = new ClusterState({

@@ -73,6 +73,30 @@ for (const options of ['', 'nokernelcache']) t.test(`three nodes mount one volum
   t.ok(waited > 0.5, `node 2 waited ${waited.toFixed(2)} s for node 0 to let go`);
   await holderExit;
 
+  // POSIX record locks (fcntl) are cluster-wide too: bytes 0..99 write-locked by a process on
+  // node 0; on node 1 F_SETLK fails, F_GETLK names the holder, F_SETLKW is interrupted by a
+  // signal, then waits until the holder closes its descriptor (not until it exits: POSIX
+  // drops a process's locks at its first close); node 2 locks bytes 100..199 meanwhile.
+  await fsp.writeFile(path.join(a, 'records'), Buffer.alloc(4096));
+  const plockPy = (mp: string, code: string): string => {
+    const r = spawnSync('/usr/bin/python3', ['-c', `import fcntl, os, signal, struct, sys, time\nfd = os.open(${JSON.stringify(path.join(mp, 'records'))}, os.O_RDWR)\n${code}`], { encoding: 'utf8', timeout: 60_000 });
+    if (r.status !== 0) throw new Error(`python: ${r.stderr}`);
+    return r.stdout.trim();
+  };
+  const plockMarker = path.join(c.world.tmpDir, 'plock-held');
+  const plockHolder = spawn('/usr/bin/python3', ['-c', `import fcntl, os, time\nfd = os.open(${JSON.stringify(path.join(a, 'records'))}, os.O_RDWR)\nfcntl.lockf(fd, fcntl.LOCK_EX, 100, 0)\nopen(${JSON.stringify(plockMarker)}, 'w').close()\ntime.sleep(3)\nos.close(fd)\ntime.sleep(4)\n`], { stdio: 'ignore' });
+  const plockHolderExit = new Promise((resolve) => plockHolder.on('exit', resolve));
+  await step(c, 'the record-lock holder on node 0', waitFor(() => existsSync(plockMarker), 30_000, 'record-lock holder'));
+  t.equal(plockPy(b, `try:\n    fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 100, 0); print('granted')\nexcept OSError as e: print(e.errno in (11, 13) and 'EAGAIN' or e)`), 'EAGAIN', 'node 1 cannot lock the bytes node 0 holds');
+  t.equal(plockPy(b, `st = fcntl.fcntl(fd, fcntl.F_GETLK, struct.pack('@hhqqi4x', fcntl.F_WRLCK, 0, 50, 10, 0))\nty, wh, start, ln, pid = struct.unpack('@hhqqi4x', st)\nprint(ty == fcntl.F_WRLCK, start, ln, pid)`), `True 0 100 ${plockHolder.pid}`, 'F_GETLK on node 1 names node 0\'s lock and its holder');
+  t.equal(plockPy(d, `fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 100, 100); print('granted')`), 'granted', 'node 2 locks the next 100 bytes');
+  // (The handler raises: Python retries a system call a returning handler interrupted.)
+  t.equal(plockPy(b, `class Alarm(Exception): pass\ndef ring(*a): raise Alarm()\nsignal.signal(signal.SIGALRM, ring)\nsignal.alarm(1)\ntry:\n    fcntl.lockf(fd, fcntl.LOCK_EX, 100, 0); print('granted')\nexcept Alarm: print('interrupted')`), 'interrupted', 'a signal interrupts F_SETLKW on node 1 (the server answers the kernel\'s INTERRUPT)');
+  t.equal(plockHolder.exitCode, null, 'while node 0 still holds the lock');
+  const plockWaited = plockPy(b, `t0 = time.time()\nfcntl.lockf(fd, fcntl.LOCK_EX, 100, 0)\nprint('%.2f' % (time.time() - t0))`);
+  t.ok(Number(plockWaited) > 0.2 && plockHolder.exitCode === null, `F_SETLKW on node 1 waited ${plockWaited} s, granted when node 0's holder closed its descriptor (still running)`);
+  await plockHolderExit;
+
   // Node 1 writes and fsyncs files; node 2 is killed in the middle; survivors carry on.
   const fsynced: string[] = [];
   for (let k = 0; k < 20; k++) {
