@@ -103,11 +103,11 @@ export class ClusterState {
    * while a dead node's recovery is pending (before and after taking the lock: a node may
    * die while we wait for it), unless this is that recovery.
    */
-  async lockMeta(write: boolean, o: { duringRecovery?: boolean } = {}): Promise<() => void> {
+  async lockMeta(write: boolean, o: { duringRecovery?: boolean } = {}): Promise<LockHandle> {
     for (;;) {
       if (!o.duringRecovery) await this.recoveryDone();
       const held = await this.h.glue.lock(this.metaRes, write ? 'EX' : 'PR');
-      if (o.duringRecovery || this.recoveryPending.size === 0) return () => held.release();
+      if (o.duringRecovery || this.recoveryPending.size === 0) return held;
       held.release();
     }
   }
@@ -196,18 +196,18 @@ export class ClusterState {
   /** Frees orphans (of every slot) that no node holds open. Returns how many. */
   async orphanScan(ctx: AllocContext): Promise<number> {
     // A look under PR first: most scans find nothing, and must not take EX from others.
-    const releaseRead = await this.lockMeta(false);
+    const read = await this.lockMeta(false);
     let candidates: number;
     try {
-      candidates = (await this.h.exclusive(() => this.orphanCandidates())).length;
+      candidates = (await this.h.glue.holding(read, () => this.h.exclusive(() => this.orphanCandidates()))).length;
     } finally {
-      releaseRead();
+      read.release();
     }
     if (candidates === 0) return 0;
-    const release = await this.lockMeta(true);
+    const meta = await this.lockMeta(true);
     let freed = 0;
     try {
-      freed = await this.h.exclusive(async () => {
+      freed = await this.h.glue.holding(meta, () => this.h.exclusive(async () => {
         let n = 0;
         const vol = this.h.vol;
         for (const { slot, dirBlkno, name, ino } of await this.orphanCandidates()) {
@@ -222,9 +222,9 @@ export class ClusterState {
           });
         }
         return n;
-      });
+      }));
     } finally {
-      release();
+      meta.release();
     }
     if (freed > 0) this.h.log(`orphan scan freed ${freed} inode(s)`);
     return freed;
@@ -294,7 +294,7 @@ export class ClusterState {
       this.h.vol.dropCaches();
       const slot = find(await readSlotMap(new Transaction(this.h.vol)));
       if (slot < 0 || slot === this.h.slot) return; // already recovered by another node
-      await this.recoverSlotLocked(slot, why);
+      await this.h.glue.holding(s, () => this.recoverSlotLocked(slot, why));
     } finally {
       s.release();
     }
@@ -302,11 +302,11 @@ export class ClusterState {
 
   /** Caller holds S at EX. Replays and releases `slot` under the meta lock at EX. */
   private async recoverSlotLocked(slot: number, why: string): Promise<void> {
-    const release = await this.lockMeta(true, { duringRecovery: true });
+    const meta = await this.lockMeta(true, { duringRecovery: true });
     try {
-      await this.h.exclusive(() => this.replayAndFree(slot, why));
+      await this.h.glue.holding(meta, () => this.h.exclusive(() => this.replayAndFree(slot, why)));
     } finally {
-      release();
+      meta.release();
     }
   }
 

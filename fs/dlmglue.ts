@@ -16,12 +16,39 @@
 // - A downconvert clears the blocked state only if the new level satisfies the highest
 //   level asked for; a BAST that came during the downconvert is not forgotten (the
 //   master tells a lock about a level once, until its mode changes).
+import { AsyncLocalStorage } from 'node:async_hooks';
 import { FsError } from './errors';
+import { parseLockName } from './lock-names';
 import {
   ClusterConnection, LKF, LOCK_STATUS, Lksb, LockMode, MODE_ORDER, StackCallbacks, compatible, newLksb,
 } from '../stackglue/types';
 
 const WAIT_MS_MAX = 10 * 60_000;
+
+/**
+ * Lock order (lock-names.ts documents it): while holding locks, a chain of calls may only
+ * take locks of a later rank; locks of one rank in ascending name (block number) order.
+ * S is outermost; F (flock, held across requests) and P are taken holding nothing.
+ * Enforced on every lock() made inside DlmGlue.holding(): a violation throws (assertion).
+ */
+const RANK: Record<string, number> = { S: 0, R: 1, M: 2, W: 3, O: 4, J: 5 };
+const APART = new Set(['F', 'P']);
+
+/** The locks the current chain of calls holds (set by DlmGlue.holding). */
+const heldHere = new AsyncLocalStorage<readonly LockRes[]>();
+
+function assertLockOrder(held: readonly LockRes[], res: LockRes): void {
+  const type = parseLockName(res.name)?.type ?? '?';
+  for (const h of held) {
+    if (h === res) throw new Error(`assertion: lock order: ${res.name} taken again while held`);
+    const ht = parseLockName(h.name)?.type ?? '?';
+    if (APART.has(type) || APART.has(ht)) throw new Error(`assertion: lock order: ${res.name} taken while holding ${h.name} (${APART.has(type) ? type : ht} locks are taken alone)`);
+    const a = RANK[ht];
+    const b = RANK[type];
+    if (a === undefined || b === undefined) throw new Error(`assertion: lock order: unranked lock ${a === undefined ? h.name : res.name}`);
+    if (b < a || (a === b && res.name <= h.name)) throw new Error(`assertion: lock order: ${res.name} taken while holding ${h.name}`);
+  }
+}
 
 /** The highest level we may keep while another node waits for `blocking`. */
 function highestCompatible(blocking: LockMode): LockMode {
@@ -159,8 +186,18 @@ export class DlmGlue {
     });
   }
 
+  /**
+   * Runs fn as a holder of `held`: locks fn takes (directly or through any call chain it
+   * starts) are checked against the lock order.
+   */
+  holding<T>(held: LockHandle, fn: () => Promise<T>): Promise<T> {
+    return heldHere.run([...(heldHere.getStore() ?? []), held.res], fn);
+  }
+
   /** Takes `mode` on a resource: from the cache when held, else from the stack. */
   async lock(res: LockRes, mode: 'PR' | 'EX', o: { noqueue?: boolean } = {}): Promise<LockHandle> {
+    const held = heldHere.getStore();
+    if (held) assertLockOrder(held, res);
     for (let round = 0; ; round++) {
       if (round > 1_000_000) throw new Error(`assertion: lock ${res.name} never settled`);
       if (res.busy) {

@@ -202,13 +202,13 @@ export class PosixFs implements FuseOps {
     if (!cluster) return write ? this.lock.write(body) : this.lock.read(body);
     // Cluster mount: the meta lock around everything (fs/cluster.ts), and the open locks of
     // inodes this operation hands to the kernel taken before the reply.
-    const release = await cluster.lockMeta(write);
+    const meta = await cluster.lockMeta(write);
     try {
-      const result = await (write ? this.lock.write(body) : this.lock.read(body));
+      const result = await this.m.glue.holding(meta, () => (write ? this.lock.write(body) : this.lock.read(body)));
       await cluster.flushOpens();
       return result;
     } finally {
-      release();
+      meta.release();
     }
   }
 

@@ -171,7 +171,7 @@ export class MountedVolume {
         m.cluster = cluster;
         const s = await glue.lock(m.superLock, 'EX');
         try {
-          await cluster.recoverAbandonedSlots();
+          await glue.holding(s, () => cluster.recoverAbandonedSlots());
         } finally {
           s.release();
         }
@@ -252,7 +252,8 @@ export class MountedVolume {
         // The meta lock too (S before M): our journal's last commit and checkpoint must not
         // race another node's change of the same blocks. Holding S, no recovery can start;
         // one that becomes pending now is left to the survivors or the next mount.
-        const meta = this.cluster ? await this.cluster.lockMeta(true, { duringRecovery: true }) : () => undefined;
+        const cluster = this.cluster;
+        const meta = cluster ? await this.glue.holding(held, () => cluster.lockMeta(true, { duringRecovery: true })) : null;
         try {
           // The slot map changes under S only: a cached copy may be older than that.
           if (this.cluster) this.vol.dropCaches();
@@ -264,7 +265,7 @@ export class MountedVolume {
           await this.journal?.shutdown();
           await tx.commit({ inPlace: true });
         } finally {
-          meta();
+          meta?.release();
           held.release();
         }
         await this.heartbeat?.stop();

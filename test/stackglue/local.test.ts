@@ -125,3 +125,33 @@ t.test('dlmglue downconverts on a blocking callback once holders let it', async 
   t.equal(res.level, 'PR', 'and we can get it back');
   again.release();
 });
+
+t.test('dlmglue asserts the lock order inside holding()', async (t) => {
+  const glue = new DlmGlue();
+  glue.attach(await localStack.connect({ clusterName: '', group: 'X', proto: PROTO, callbacks: glue.callbacks, onRecovery: () => undefined }));
+  const S = glue.resource(lockName(LOCK_TYPE.super, 0));
+  const M = glue.resource(lockName(LOCK_TYPE.meta, 0));
+  const O5 = glue.resource(lockName(LOCK_TYPE.open, 5));
+  const O9 = glue.resource(lockName(LOCK_TYPE.open, 9));
+  const F = glue.resource(lockName(LOCK_TYPE.flock, 5));
+  const nested = async (outer: typeof S, inner: typeof S): Promise<void> => {
+    const h = await glue.lock(outer, 'EX');
+    try {
+      await glue.holding(h, async () => (await glue.lock(inner, 'PR')).release());
+    } finally {
+      h.release();
+    }
+  };
+  await t.resolves(nested(S, M), 'S then M');
+  await t.resolves(nested(M, O5), 'M then O');
+  await t.resolves(nested(O5, O9), 'O locks in ascending block order');
+  await t.rejects(nested(M, S), /lock order: S0+0+ taken while holding M/, 'M then S: refused');
+  await t.rejects(nested(O9, O5), /lock order/, 'O locks in descending block order: refused');
+  await t.rejects(nested(M, F), /taken alone/, 'a flock lock while holding the meta lock: refused');
+  await t.rejects(nested(M, M), /taken again while held/, 'the same lock twice: refused');
+  // Outside holding() nothing is checked: unrelated requests take locks concurrently.
+  const m = await glue.lock(M, 'PR');
+  (await glue.lock(S, 'PR')).release();
+  m.release();
+  t.pass('no check without holding()');
+});
