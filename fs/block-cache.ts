@@ -2,10 +2,13 @@
 // evicted by CLOCK (second chance) rather than strict LRU. A hit only sets a flag; strict LRU
 // moved the entry to the back of the Map on every hit, which cost more than the lookup it
 // served. Images are immutable once sealed (Volume.readMeta), so the cache hands out the
-// stored buffer itself.
+// stored buffer itself. Beside an image a slot can keep its decoded form (Transaction's), so
+// a block is decoded once per image rather than once per reader; it goes with the image.
 interface Slot {
   image: Buffer;
   referenced: boolean;
+  /** What `image` decodes to (opaque here), or undefined. */
+  decoded: unknown;
 }
 
 export class BlockCache {
@@ -30,11 +33,24 @@ export class BlockCache {
     const s = this.slots.get(blkno);
     if (s) {
       s.image = image;
+      s.decoded = undefined;
       s.referenced = true;
       return;
     }
-    this.slots.set(blkno, { image, referenced: false });
+    this.slots.set(blkno, { image, referenced: false, decoded: undefined });
     if (this.slots.size > this.capacityBlocks) this.evictOne();
+  }
+
+  /** The decoded form kept beside `image`, if `image` is still this block's cached image. */
+  decodedOf(blkno: number, image: Buffer): unknown {
+    const s = this.slots.get(blkno);
+    return s && s.image === image ? s.decoded : undefined;
+  }
+
+  /** Keeps the decoded form of `image` beside it, if `image` is this block's cached image. */
+  setDecoded(blkno: number, image: Buffer, decoded: unknown): void {
+    const s = this.slots.get(blkno);
+    if (s && s.image === image) s.decoded = decoded;
   }
 
   delete(blkno: number): void {

@@ -42,11 +42,32 @@ async function leafFor(tx: Transaction, dir: Inode, major: number): Promise<DirL
   return leaf;
 }
 
-function findByName(entries: Dirent[], name: Buffer, major: number): number {
-  for (let i = 0; i < entries.length; i++) {
-    const e = entries[i];
-    if (majorOfCookie(e.cookie) === major && e.name.equals(name)) return i;
+/**
+ * Index of the first entry with a cookie >= `cookie`. Entry lists are sorted by cookie:
+ * decoding rejects any other order, and every change keeps it (insertSorted, splice).
+ */
+function firstAtOrAfter(entries: Dirent[], cookie: number): number {
+  let lo = 0;
+  let hi = entries.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if (entries[mid].cookie < cookie) lo = mid + 1;
+    else hi = mid;
   }
+  return lo;
+}
+
+/** The entries of one major hash: a contiguous run [start, end) of the sorted list. */
+function majorRange(entries: Dirent[], major: number): { start: number; end: number } {
+  const start = firstAtOrAfter(entries, major * 2 ** COOKIE_MINOR_BITS);
+  let end = start;
+  while (end < entries.length && majorOfCookie(entries[end].cookie) === major) end++;
+  return { start, end };
+}
+
+function findByName(entries: Dirent[], name: Buffer, major: number): number {
+  const { start, end } = majorRange(entries, major);
+  for (let i = start; i < end; i++) if (entries[i].name.equals(name)) return i;
   return -1;
 }
 
@@ -63,7 +84,8 @@ function uniqueCookie(entries: Dirent[], name: Buffer, seed: number): number {
   const preferred = nameCookie(name, seed);
   const major = majorOfCookie(preferred);
   const base = major * 2 ** COOKIE_MINOR_BITS;
-  const used = new Set(entries.filter((e) => majorOfCookie(e.cookie) === major).map((e) => e.cookie));
+  const { start, end } = majorRange(entries, major);
+  const used = new Set(entries.slice(start, end).map((e) => e.cookie));
   const span = 2 ** COOKIE_MINOR_BITS;
   for (let k = 0; k < span; k++) {
     const c = base + ((preferred - base + k) % span);

@@ -2,24 +2,79 @@
 // Transaction and reaches the disk at commit, all together. Today commit writes the blocks
 // in place and flushes; the per-slot journal (issue 4) goes between commit and the device
 // without changing this API. Locks are taken before a transaction starts (DESIGN.md §4).
-import { FsError } from './errors';
+//
+// Blocks are changed as decoded objects: a get hands out a private copy, a put records a copy
+// of the object as it is then, and each changed block is encoded and checksummed once, at
+// commit, however often the operation put it. What reaches the journal is unchanged: one
+// sealed image per block the transaction changed.
+import { isDeepStrictEqual } from 'node:util';
+import { CorruptionError, FsError } from './errors';
 import { SIG, Signature } from './format/constants';
-import { DirLeaf, decodeDirLeaf, encodeDirLeaf } from './format/dirent';
-import { ExtentBlock, decodeExtentBlock, encodeExtentBlock } from './format/extent-block';
-import { GroupDesc, decodeGroup, encodeGroup } from './format/group';
-import { Inode, decodeInode, encodeInode } from './format/inode';
-import { XattrBlock, decodeXattrBlock, encodeXattrBlock } from './format/xattr';
+import { DirLeaf, cloneDirLeaf, decodeDirLeaf, encodeDirLeaf } from './format/dirent';
+import { ExtentBlock, cloneExtentBlock, decodeExtentBlock, encodeExtentBlock } from './format/extent-block';
+import { GroupDesc, cloneGroup, decodeGroup, encodeGroup, viewGroupOverImage } from './format/group';
+import { Inode, cloneInode, decodeInode, encodeInode, viewInodeOverImage } from './format/inode';
+import { XattrBlock, cloneXattrBlock, decodeXattrBlock, encodeXattrBlock } from './format/xattr';
 import type { Volume } from './volume';
 
-/** Decoded directory leaves by image (see getDirLeaf); gone with the image. */
-const decodedLeaves = new WeakMap<Buffer, DirLeaf>();
+/** Check every decoded object against a fresh decode of its image (tests set O2FS_PARANOID=1). */
+const PARANOID = process.env.O2FS_PARANOID === '1';
+
+/** How one kind of metadata block turns into an object and back. */
+interface Codec<T> {
+  readonly signature: Signature;
+  decode(image: Buffer): T;
+  encode(obj: T, bs: number): Buffer;
+  /** A copy to hand out: changing it changes nothing else (equal to decode(encode(obj))). */
+  clone(obj: T): T;
+  /**
+   * `obj` (private, and equal to what `image` decodes to) made fit to live as long as the
+   * image: holding no buffer but the image's own bytes. Null: do not keep it, decode again.
+   */
+  keep(obj: T, image: Buffer): T | null;
+}
+
+/** True when `buf` lies inside `image`'s bytes. */
+function isViewOf(buf: Buffer, image: Buffer): boolean {
+  return buf.buffer === image.buffer && buf.byteOffset >= image.byteOffset && buf.byteOffset + buf.length <= image.byteOffset + image.length;
+}
+
+const INODE: Codec<Inode> = { signature: SIG.inode, decode: decodeInode, encode: encodeInode, clone: cloneInode, keep: viewInodeOverImage };
+const GROUP: Codec<GroupDesc> = { signature: SIG.group, decode: decodeGroup, encode: encodeGroup, clone: cloneGroup, keep: viewGroupOverImage };
+const EXTENT_BLOCK: Codec<ExtentBlock> = { signature: SIG.extentBlock, decode: decodeExtentBlock, encode: encodeExtentBlock, clone: cloneExtentBlock, keep: (eb) => eb };
+const DIR_LEAF: Codec<DirLeaf> = {
+  signature: SIG.dirLeaf,
+  decode: decodeDirLeaf,
+  encode: encodeDirLeaf,
+  clone: cloneDirLeaf,
+  // Decoded names are views into the image. A leaf changed in a transaction holds names of
+  // older images, and keeping it would keep each of those images alive: decode again instead.
+  keep: (leaf, image) => (leaf.entries.every((e) => isViewOf(e.name, image)) ? leaf : null),
+};
+// Rare, and its names and values are small pooled copies (see viewInodeOverImage): not kept.
+const XATTR_BLOCK: Codec<XattrBlock> = { signature: SIG.xattrBlock, decode: decodeXattrBlock, encode: encodeXattrBlock, clone: cloneXattrBlock, keep: () => null };
+
+/** A decoded block: the object is never handed out, only copies of it. */
+interface Decoded<T> {
+  codec: Codec<T>;
+  obj: T;
+}
 
 /** Blocks one transaction may dirty (bounds memory and, later, journal space). */
 export const TX_BLOCKS_MAX = 65536;
 
 export class Transaction {
   readonly vol: Volume;
+  /** New images of blocks, sealed (put raw, or encoded from `changed`). */
   private readonly dirty = new Map<number, Buffer>();
+  /**
+   * Blocks changed as objects: encoded and sealed once, at commit, however many times the
+   * operation put them (a create put the parent, the allocator and its group several times
+   * each). Never holds a block `dirty` holds.
+   */
+  private readonly changed = new Map<number, Decoded<unknown>>();
+  /** The objects `dirty` images were encoded from (kept beside them once committed). */
+  private readonly encoded = new Map<number, Decoded<unknown>>();
   private readonly freed = new Set<number>();
   /** Data clusters this transaction freed: not reusable until it is durably committed. */
   readonly freedClusters: Array<{ startCluster: number; clusters: number }> = [];
@@ -34,12 +89,13 @@ export class Transaction {
   }
 
   get dirtyCount(): number {
-    return this.dirty.size;
+    return this.dirty.size + this.changed.size;
   }
 
   /** A verified metadata block as this transaction sees it: shared and immutable (Volume.readMeta). */
   async read(blkno: number, sig: Signature): Promise<Buffer> {
     this.assertOpen();
+    if (this.changed.has(blkno)) this.encodeChanged(blkno);
     const mine = this.dirty.get(blkno);
     if (mine) return mine;
     return this.vol.readMeta(blkno, sig);
@@ -50,58 +106,123 @@ export class Transaction {
     this.assertOpen();
     if (image.length !== this.bs) throw new Error(`assertion: image of block ${blkno} has ${image.length} bytes`);
     this.vol.blockOffset(blkno);
+    this.changed.delete(blkno);
+    this.encoded.delete(blkno);
     this.dirty.set(blkno, image);
     this.freed.delete(blkno);
-    if (this.dirty.size > TX_BLOCKS_MAX) throw new FsError('ENOSPC', 'transaction too large');
+    this.assertSize();
   }
 
   /** The block was freed: drop any image of it so it is not written. */
   discard(blkno: number): void {
     this.dirty.delete(blkno);
+    this.changed.delete(blkno);
+    this.encoded.delete(blkno);
     this.freed.add(blkno);
   }
 
   async getInode(blkno: number): Promise<Inode> {
-    return decodeInode(await this.read(blkno, SIG.inode));
+    return this.getObject(blkno, INODE);
   }
   putInode(ino: Inode): void {
-    this.put(ino.blkno, encodeInode(ino, this.bs));
+    this.putObject(ino.blkno, INODE, ino);
   }
   async getGroup(blkno: number): Promise<GroupDesc> {
-    return decodeGroup(await this.read(blkno, SIG.group));
+    return this.getObject(blkno, GROUP);
   }
   putGroup(g: GroupDesc): void {
-    this.put(g.blkno, encodeGroup(g, this.bs));
+    this.putObject(g.blkno, GROUP, g);
   }
   async getExtentBlock(blkno: number): Promise<ExtentBlock> {
-    return decodeExtentBlock(await this.read(blkno, SIG.extentBlock));
+    return this.getObject(blkno, EXTENT_BLOCK);
   }
   putExtentBlock(eb: ExtentBlock): void {
-    this.put(eb.blkno, encodeExtentBlock(eb, this.bs));
+    this.putObject(eb.blkno, EXTENT_BLOCK, eb);
   }
   /**
    * A directory leaf for this transaction to change: its own entries array over Dirent
    * objects shared with other readers (Dirents are never changed in place, only replaced).
-   * Decoding is cached per image, since images are immutable: a lookup in a big directory
-   * otherwise decoded a whole leaf.
    */
   async getDirLeaf(blkno: number): Promise<DirLeaf> {
-    const image = await this.read(blkno, SIG.dirLeaf);
-    let leaf = decodedLeaves.get(image);
-    if (!leaf) {
-      leaf = decodeDirLeaf(image);
-      decodedLeaves.set(image, leaf);
-    }
-    return { ...leaf, entries: leaf.entries.slice() };
+    return this.getObject(blkno, DIR_LEAF);
   }
   putDirLeaf(leaf: DirLeaf): void {
-    this.put(leaf.blkno, encodeDirLeaf(leaf, this.bs));
+    this.putObject(leaf.blkno, DIR_LEAF, leaf);
   }
   async getXattrBlock(blkno: number): Promise<XattrBlock> {
-    return decodeXattrBlock(await this.read(blkno, SIG.xattrBlock));
+    return this.getObject(blkno, XATTR_BLOCK);
   }
   putXattrBlock(xb: XattrBlock): void {
-    this.put(xb.blkno, encodeXattrBlock(xb, this.bs));
+    this.putObject(xb.blkno, XATTR_BLOCK, xb);
+  }
+
+  /**
+   * A private copy of a block as this transaction sees it: the state of its last put here,
+   * else the decoded image (decoded once per image: Volume.decodedOf).
+   */
+  private async getObject<T>(blkno: number, codec: Codec<T>): Promise<T> {
+    this.assertOpen();
+    const mine = this.changed.get(blkno);
+    if (mine) {
+      // Old code decoded whatever image it held here; a block read as another kind is damage.
+      if (mine.codec !== codec) throw new CorruptionError(blkno, `read as ${codec.signature}, but this transaction changed it as ${mine.codec.signature}`);
+      return codec.clone(mine.obj as T);
+    }
+    const image = await this.read(blkno, codec.signature);
+    const known = this.vol.decodedOf(blkno, image) as Decoded<T> | undefined;
+    if (known && known.codec === codec) {
+      if (PARANOID) this.assertDecodes(blkno, image, known);
+      return codec.clone(known.obj as T);
+    }
+    const obj = codec.decode(image);
+    this.remember(blkno, image, codec, obj);
+    return codec.clone(obj);
+  }
+
+  /** Records the state of `obj` now (a copy: later changes to `obj` need another put). */
+  private putObject<T>(blkno: number, codec: Codec<T>, obj: T): void {
+    this.assertOpen();
+    this.vol.blockOffset(blkno);
+    this.dirty.delete(blkno);
+    this.encoded.delete(blkno);
+    this.changed.set(blkno, { codec, obj: codec.clone(obj) });
+    this.freed.delete(blkno);
+    this.assertSize();
+  }
+
+  /** Encodes and seals a changed block; its image then stands for it like any put image. */
+  private encodeChanged(blkno: number): void {
+    const d = this.changed.get(blkno);
+    if (!d) throw new Error(`assertion: block ${blkno} is not changed in this transaction`);
+    const image = d.codec.encode(d.obj, this.bs);
+    if (image.length !== this.bs) throw new Error(`assertion: image of block ${blkno} has ${image.length} bytes`);
+    // Copies handed out so far came from d.obj: the image must say exactly the same.
+    if (PARANOID) this.assertDecodes(blkno, image, d);
+    this.changed.delete(blkno);
+    this.dirty.set(blkno, image);
+    this.encoded.set(blkno, d);
+  }
+
+  /** Keeps the decoded form of a cached image for later readers, if its codec allows. */
+  private remember<T>(blkno: number, image: Buffer, codec: Codec<T>, obj: T): void {
+    const kept = codec.keep(obj, image);
+    if (kept) this.vol.setDecoded(blkno, image, { codec, obj: kept });
+  }
+
+  /** After commit put the images in the cache: their objects go beside them. */
+  private rememberEncoded(): void {
+    for (const [blkno, d] of this.encoded) {
+      const image = this.dirty.get(blkno);
+      if (image) this.remember(blkno, image, d.codec, d.obj);
+    }
+  }
+
+  private assertDecodes(blkno: number, image: Buffer, d: Decoded<unknown>): void {
+    if (!isDeepStrictEqual(d.codec.decode(image), d.obj)) throw new Error(`assertion: decoded ${d.codec.signature} block ${blkno} differs from its image`);
+  }
+
+  private assertSize(): void {
+    if (this.dirtyCount > TX_BLOCKS_MAX) throw new FsError('ENOSPC', 'transaction too large');
   }
 
   /**
@@ -112,6 +233,7 @@ export class Transaction {
    */
   async commit(opts: { durable?: boolean; inPlace?: boolean } = {}): Promise<void> {
     this.assertOpen();
+    for (const blkno of [...this.changed.keys()]) this.encodeChanged(blkno);
     this.done = true;
     for (const b of this.freed) this.vol.forget(b);
     const journal = this.vol.journal;
@@ -123,11 +245,13 @@ export class Transaction {
       if (this.vol.readOnly && this.dirty.size > 0) throw new FsError('EROFS', 'volume is read-only');
       journal.add(this.dirty, this.freed, this.freedClusters);
       for (const [blkno, image] of this.dirty) this.vol.updateCache(blkno, image);
+      this.rememberEncoded();
       if ((opts.durable ?? false) || journal.runningBlocks > journal.runningLimit) await journal.commit();
       return;
     }
     if (this.dirty.size === 0) return;
     await this.vol.writeMeta(this.dirty);
+    this.rememberEncoded();
     if (opts.durable ?? true) await this.vol.flush();
   }
 

@@ -188,6 +188,19 @@ export class Volume {
     this.remember(blkno, image);
   }
 
+  /**
+   * The decoded form a Transaction kept beside this image of the block (see setDecoded), if
+   * the image is still the cached one. Immutable images mean it can never be stale, and it
+   * goes with the image: replaced, evicted, or dropped with the caches.
+   */
+  decodedOf(blkno: number, image: Buffer): unknown {
+    return this.cache.decodedOf(blkno, image);
+  }
+
+  setDecoded(blkno: number, image: Buffer, decoded: unknown): void {
+    this.cache.setDecoded(blkno, image, decoded);
+  }
+
   forget(blkno: number): void {
     this.cache.delete(blkno);
   }

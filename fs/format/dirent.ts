@@ -57,15 +57,20 @@ export function majorOfCookie(cookie: number): number {
 }
 
 export function encodeDirents(entries: Dirent[], buf: Buffer, off: number, limit: number): number {
+  if (limit > buf.length) throw new RangeError(`directory entry area ends at ${limit}, past the ${buf.length}-byte buffer`);
   let p = off;
   for (const e of entries) {
-    const need = direntBytes(e.name.length);
+    const name = e.name;
+    const need = direntBytes(name.length);
     if (p + need > limit) throw new RangeError('directory entries overflow their area');
+    if (name.length === 0 || name.length > MAX_NAME_BYTES || !(e.fileType >= 0 && e.fileType <= 0xff)) throw new RangeError(`directory entry of ${name.length} bytes, type ${e.fileType}`);
     writeU64(buf, p, e.ino);
     writeU64(buf, p + 8, e.cookie);
-    buf.writeUInt8(e.name.length, p + 16);
-    buf.writeUInt8(e.fileType, p + 17);
-    e.name.copy(buf, p + 18);
+    // Byte stores (in bounds: checked above): names are short, and Buffer.copy and
+    // writeUInt8 cost more in their own checks than in the copy.
+    buf[p + 16] = name.length;
+    buf[p + 17] = e.fileType;
+    for (let i = 0; i < name.length; i++) buf[p + 18 + i] = name[i];
     p += need;
   }
   return p - off;
@@ -136,6 +141,14 @@ export function decodeDirLeaf(buf: Buffer): DirLeaf {
     ...owned,
     entries: decodeDirents(buf, DIR_LEAF_ENTRIES_OFFSET, buf.readUInt16LE(0x38), buf.readUInt16LE(0x3a), blkno),
   };
+}
+
+/**
+ * A copy with its own entries array, equal to decodeDirLeaf(encodeDirLeaf(leaf)). The Dirent
+ * objects and their names are shared: they are never changed in place, only replaced.
+ */
+export function cloneDirLeaf(leaf: DirLeaf): DirLeaf {
+  return { ...leaf, suballoc: { ...leaf.suballoc }, entries: leaf.entries.slice() };
 }
 
 export function checkName(name: Buffer): void {

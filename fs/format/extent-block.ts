@@ -5,7 +5,7 @@
 //   0x38 reserved u64
 //   0x40 extent list (extent-list.ts) filling the rest of the block
 import { SIG } from './constants';
-import { ExtentList, decodeExtentList, encodeExtentList, extentListCapacity } from './extent-list';
+import { ExtentList, cloneExtentList, decodeExtentList, encodeExtentList, extentListCapacity } from './extent-list';
 import { Suballoc, readOwnedHeader, sealBlock, writeOwnedHeader } from './header';
 
 const LIST_OFFSET = 0x40;
@@ -36,4 +36,9 @@ export function decodeExtentBlock(buf: Buffer): ExtentBlock {
     ...owned,
     list: decodeExtentList(buf, LIST_OFFSET, buf.length - LIST_OFFSET, blkno),
   };
+}
+
+/** A deep copy: equal to decodeExtentBlock(encodeExtentBlock(eb)), without the encode. */
+export function cloneExtentBlock(eb: ExtentBlock): ExtentBlock {
+  return { blkno: eb.blkno, fsGeneration: eb.fsGeneration, suballoc: { ...eb.suballoc }, ownerBlkno: eb.ownerBlkno, list: cloneExtentList(eb.list) };
 }

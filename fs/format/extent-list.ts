@@ -48,6 +48,11 @@ export function encodeExtentList(buf: Buffer, off: number, list: ExtentList): vo
   buf.fill(0, p, off + EXTENT_LIST_HEADER_BYTES + list.count * EXTENT_REC_BYTES);
 }
 
+/** A copy the caller may change without touching `list` (what decoding its encoding gives). */
+export function cloneExtentList(list: ExtentList): ExtentList {
+  return { depth: list.depth, count: list.count, records: list.records.map((r) => ({ cpos: r.cpos, clusters: r.clusters, flags: r.flags, blkno: r.blkno })) };
+}
+
 /** Decodes a list stored in `areaBytes` bytes at `off`; rejects impossible headers. */
 export function decodeExtentList(buf: Buffer, off: number, areaBytes: number, blkno: number): ExtentList {
   const depth = buf.readUInt16LE(off);

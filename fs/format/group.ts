@@ -65,6 +65,17 @@ export function decodeGroup(buf: Buffer): GroupDesc {
   return g;
 }
 
+/** A deep copy (the bitmap too): equal to decodeGroup(encodeGroup(g)), without the encode. */
+export function cloneGroup(g: GroupDesc): GroupDesc {
+  return { ...g, bitmap: Buffer.from(g.bitmap) };
+}
+
+/** Points the bitmap of `g` at the bitmap in `image`, its own encoding (see viewInodeOverImage). */
+export function viewGroupOverImage(g: GroupDesc, image: Buffer): GroupDesc {
+  g.bitmap = image.subarray(GROUP_BITMAP_OFFSET);
+  return g;
+}
+
 export function testBit(bitmap: Buffer, i: number): boolean {
   return (bitmap[i >> 3] & (1 << (i & 7))) !== 0;
 }

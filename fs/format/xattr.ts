@@ -136,3 +136,12 @@ export function decodeXattrBlock(buf: Buffer): XattrBlock {
     entries: decodeXattrList(buf, XATTR_BLOCK_LIST_OFFSET, xattrBlockListCapacity(buf.length), blkno),
   };
 }
+
+/** A deep copy (names and values too): equal to decodeXattrBlock(encodeXattrBlock(xb)). */
+export function cloneXattrBlock(xb: XattrBlock): XattrBlock {
+  return {
+    ...xb,
+    suballoc: { ...xb.suballoc },
+    entries: xb.entries.map((e) => ({ ...e, name: Buffer.from(e.name), value: e.value ? Buffer.from(e.value) : null })),
+  };
+}

@@ -3,18 +3,20 @@
 // another volume (fs_generation), garbage (signature), impossible headers.
 import t from 'tap';
 import { randomBytes } from 'node:crypto';
+import { isDeepStrictEqual } from 'node:util';
+import { BlockCache } from '../../fs/block-cache';
 import { CorruptionError } from '../../fs/errors';
 import { DYN, INODE_FL, NO_SLOT, S_IFDIR, S_IFREG, SIG, SYSFILE, sysFileId, sysFileNameOfId } from '../../fs/format/constants';
-import { decodeDirLeaf, decodeInlineDir, encodeDirLeaf, encodeInlineDir, nameCookie, majorOfCookie, nameMajorHash, murmur3 } from '../../fs/format/dirent';
-import { decodeExtentBlock, encodeExtentBlock, extentBlockCapacity } from '../../fs/format/extent-block';
-import { decodeGroup, encodeGroup, countSetBits, setBit } from '../../fs/format/group';
+import { cloneDirLeaf, decodeDirLeaf, decodeInlineDir, encodeDirLeaf, encodeInlineDir, nameCookie, majorOfCookie, nameMajorHash, murmur3 } from '../../fs/format/dirent';
+import { cloneExtentBlock, decodeExtentBlock, encodeExtentBlock, extentBlockCapacity } from '../../fs/format/extent-block';
+import { cloneGroup, decodeGroup, encodeGroup, countSetBits, setBit, viewGroupOverImage } from '../../fs/format/group';
 import { decodeHeartbeat, encodeHeartbeat } from '../../fs/format/heartbeat';
 import { sealBlock, verifyBlock } from '../../fs/format/header';
-import { Inode, chainCapacity, decodeInode, encodeInode, inodeExtentCapacity, truncateLogCapacity } from '../../fs/format/inode';
+import { Inode, chainCapacity, cloneInode, decodeInode, encodeInode, inodeExtentCapacity, truncateLogCapacity, viewInodeOverImage } from '../../fs/format/inode';
 import { decodeJournalSuper, encodeJournalSuper } from '../../fs/format/journal-super';
 import { decodeSlotMapBlock, encodeSlotMapBlock } from '../../fs/format/slot-map';
 import { Superblock, checkSuperblock, decodeSuperblock, encodeSuperblock } from '../../fs/format/superblock';
-import { XattrEntry, decodeXattrBlock, encodeXattrBlock, encodeXattrList } from '../../fs/format/xattr';
+import { XattrEntry, cloneXattrBlock, decodeXattrBlock, encodeXattrBlock, encodeXattrList } from '../../fs/format/xattr';
 
 const BS = 4096;
 const FSGEN = 0x1234abcd;
@@ -135,4 +137,91 @@ t.test('xattr block round trip, inline and external values', async (t) => {
   sealBlock(buf);
   t.throws(() => decodeXattrBlock(buf), /claims 5000 bytes/);
   void S_IFDIR;
+});
+
+t.test('clones equal a decode of the encoding and share nothing that changes', async (t) => {
+  const inline = { ...baseInode(110), dyn: DYN.inlineData | DYN.inlineXattr, xattrInlineBytes: 256, size: 5, body: { kind: 'inline' as const, data: Buffer.from('hello') }, inlineXattr: Buffer.alloc(256) };
+  encodeXattrList([{ prefix: 1, name: Buffer.from('k'), value: Buffer.from('v'), valueLen: 1, valueBlkno: 0 }], inline.inlineXattr, 0, 256);
+  const inodes: Inode[] = [
+    baseInode(111),
+    inline,
+    { ...baseInode(112), flags: INODE_FL.valid | INODE_FL.chain, body: { kind: 'chain', chain: { cpg: 32256, bpc: 1, count: chainCapacity(BS), recs: [{ free: 3, total: 10, blkno: 4 }] } } },
+    { ...baseInode(113), flags: INODE_FL.valid | INODE_FL.localAlloc, body: { kind: 'localAlloc', la: { windowFirstCluster: 77, windowBits: 20, bitmap: Buffer.from([1, 2, 3]) } } },
+    { ...baseInode(114), flags: INODE_FL.valid | INODE_FL.dealloc, body: { kind: 'truncateLog', count: truncateLogCapacity(BS), recs: [{ startCluster: 5, clusters: 6 }] } },
+  ];
+  for (const ino of inodes) {
+    const image = encodeInode(ino, BS);
+    const c = cloneInode(ino);
+    t.ok(isDeepStrictEqual(c, decodeInode(image)), `inode clone (${ino.body.kind})`);
+    // Change every nested part of the clone: the original must still encode the same.
+    c.atime.sec += 1;
+    c.suballoc.bit += 1;
+    c.inlineXattr.fill(0xee);
+    if (c.body.kind === 'extents') c.body.list.records[0].clusters -= 1;
+    if (c.body.kind === 'inline') c.body.data.fill(0x41);
+    if (c.body.kind === 'chain') c.body.chain.recs[0].free += 1;
+    if (c.body.kind === 'localAlloc') c.body.la.bitmap.fill(0xff);
+    if (c.body.kind === 'truncateLog') c.body.recs[0].clusters += 1;
+    t.ok(encodeInode(ino, BS).equals(image), `changing the clone leaves the original (${ino.body.kind})`);
+    // A copy viewing its own image decodes the same and holds no bytes outside the image.
+    const viewed = viewInodeOverImage(decodeInode(image), image);
+    t.ok(isDeepStrictEqual(viewed, decodeInode(image)), `inode viewed over its image (${ino.body.kind})`);
+    t.ok(encodeInode(viewed, BS).equals(image));
+  }
+
+  const bitmap = Buffer.alloc(BS - 0x40);
+  setBit(bitmap, 0);
+  const g = { blkno: 3, fsGeneration: FSGEN, generation: 5, bits: 32256, free: 32255, chain: 2, nextGroupBlkno: 9999, parentBlkno: 5, bitmap };
+  const gImage = encodeGroup(g, BS);
+  const gc = cloneGroup(g);
+  t.ok(isDeepStrictEqual(gc, decodeGroup(gImage)), 'group clone');
+  setBit(gc.bitmap, 1);
+  t.ok(encodeGroup(g, BS).equals(gImage), 'the clone has its own bitmap');
+  const gv = viewGroupOverImage(decodeGroup(gImage), gImage);
+  t.ok(isDeepStrictEqual(gv, decodeGroup(gImage)) && gv.bitmap.buffer === gImage.buffer, 'group viewed over its image');
+
+  const eb = { blkno: 900, fsGeneration: FSGEN, suballoc: { slot: 0, bit: 9, groupBlkno: 891 }, ownerBlkno: 100, list: { depth: 0, count: extentBlockCapacity(BS), records: [{ cpos: 0, clusters: 8, flags: 0, blkno: 950 }] } };
+  const ebc = cloneExtentBlock(eb);
+  t.ok(isDeepStrictEqual(ebc, decodeExtentBlock(encodeExtentBlock(eb, BS))), 'extent block clone');
+  ebc.list.records[0].clusters = 9;
+  t.equal(eb.list.records[0].clusters, 8, 'the clone has its own records');
+
+  const names = ['a', 'bb', 'ccc'].map((n) => Buffer.from(n));
+  const entries = names.map((name, i) => ({ ino: 10 + i, cookie: nameCookie(name, 1), fileType: 1, name })).sort((a, b) => a.cookie - b.cookie);
+  const leaf = { blkno: 77, fsGeneration: FSGEN, suballoc: { slot: 0, bit: 1, groupBlkno: 76 }, ownerBlkno: 9, entries };
+  const lc = cloneDirLeaf(leaf);
+  t.ok(isDeepStrictEqual(lc, decodeDirLeaf(encodeDirLeaf(leaf, BS))), 'directory leaf clone');
+  lc.entries.pop();
+  t.equal(leaf.entries.length, 3, 'the clone has its own entries array');
+
+  const xentries: XattrEntry[] = [{ prefix: 1, name: Buffer.from('small'), value: Buffer.from('abc'), valueLen: 3, valueBlkno: 0 }];
+  const xb = { blkno: 88, fsGeneration: FSGEN, suballoc: { slot: 0, bit: 3, groupBlkno: 85 }, ownerBlkno: 9, entries: xentries };
+  const xc = cloneXattrBlock(xb);
+  t.ok(isDeepStrictEqual(xc, decodeXattrBlock(encodeXattrBlock(xb, BS))), 'xattr block clone');
+  xc.entries[0].value!.fill(0x7a);
+  t.equal(xb.entries[0].value!.toString(), 'abc', 'the clone has its own values');
+});
+
+t.test('block cache: a decoded form lives exactly as long as its image', async (t) => {
+  const cache = new BlockCache(2);
+  const a1 = Buffer.alloc(BS, 1);
+  const a2 = Buffer.alloc(BS, 2);
+  cache.set(10, a1);
+  cache.setDecoded(10, a1, 'a1 decoded');
+  t.equal(cache.decodedOf(10, a1), 'a1 decoded');
+  t.equal(cache.decodedOf(10, a2), undefined, 'not for another image of the block');
+  cache.setDecoded(10, a2, 'a2 decoded');
+  t.equal(cache.decodedOf(10, a1), 'a1 decoded', 'an image that is not cached gets nothing kept');
+  cache.set(10, a2);
+  t.equal(cache.decodedOf(10, a2), undefined, 'a new image starts without one');
+  cache.setDecoded(10, a2, 'a2 decoded');
+  cache.clear();
+  t.equal(cache.decodedOf(10, a2), undefined, 'dropped with the cache');
+  cache.set(11, a1);
+  cache.setDecoded(11, a1, 'x');
+  cache.set(12, a2);
+  cache.set(13, a2);
+  t.equal(cache.size, 2);
+  t.equal(cache.decodedOf(11, a1), undefined, 'evicted (the oldest, unreferenced) with its image');
+  t.equal(cache.get(11), undefined);
 });

@@ -74,6 +74,38 @@ async function warmUp(vol: Volume): Promise<void> {
   await tx.commit();
 }
 
+t.test('transactions: a put records the state then; copies handed out are private', async (t) => {
+  const { dev, vol } = await freshVolume();
+  const rootBlkno = vol.sb.rootBlkno;
+  const before = await new Transaction(vol).getInode(rootBlkno);
+  {
+    const tx = new Transaction(vol);
+    const root = await tx.getInode(rootBlkno);
+    root.uid = 4242;
+    tx.putInode(root);
+    root.gid = 4343; // not put again: not part of the transaction
+    const again = await tx.getInode(rootBlkno);
+    t.equal(again.uid, 4242, 'a get sees the last put');
+    t.equal(again.gid, before.gid, 'a get does not see changes made after the put');
+    again.mode = 0;
+    t.equal((await tx.getInode(rootBlkno)).mode, before.mode, 'changing a copy changes nothing else');
+    await t.rejects(tx.getGroup(rootBlkno), /read as O2GROUP1/, 'a changed block read as another kind is damage');
+    const raw = await tx.read(rootBlkno, 'O2INODE1');
+    t.equal(raw.readUInt32LE(0x34), 4242, 'a raw read sees the put state encoded');
+    await tx.commit();
+  }
+  const tx = new Transaction(vol);
+  const after = await tx.getInode(rootBlkno);
+  t.equal(after.uid, 4242);
+  t.equal(after.gid, before.gid);
+  after.uid = 1;
+  t.equal((await tx.getInode(rootBlkno)).uid, 4242, 'the copy kept beside the cached image is not handed out');
+  vol.dropCaches();
+  t.equal((await new Transaction(vol).getInode(rootBlkno)).uid, 4242, 'the same from the disk');
+  await expectClean(t, dev);
+  await dev.close();
+});
+
 t.test('mkfs geometries: block and cluster sizes, slot counts', async (t) => {
   for (const [bs, cs, slots] of [[512, 4096, 1], [1024, 65536, 3], [2048, 1 << 20, 2], [4096, 4096, 8]]) {
     const { dev, vol } = await freshVolume(160 << 20, { blockSize: bs, clusterSize: cs, slots });
