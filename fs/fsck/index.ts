@@ -319,7 +319,14 @@ async function run(dev: BlockDevice, opts: FsckOptions, report: Report): Promise
     st.inodes.get(ino.blkno)!.refs += 1;
     if ((ino.mode & S_IFMT) === S_IFDIR) st.inodes.get(sysDir.blkno)!.subdirs += 1;
   }
-  for (const name of relink) await dirInsert(tx, ctx, sysDir, Buffer.from(name), sys.get(name)!.blkno, fileTypeOfMode(sys.get(name)!.mode));
+  for (const name of new Set(relink)) {
+    const ino = sys.get(name)!;
+    // A damaged system directory may still hold the name (a leaf read back in part): point
+    // that entry at the system file instead of adding a second one.
+    const existing = await dirLookup(tx, sysDir, Buffer.from(name));
+    if (!existing) await dirInsert(tx, ctx, sysDir, Buffer.from(name), ino.blkno, fileTypeOfMode(ino.mode));
+    else if (existing.ino !== ino.blkno) await dirRetarget(tx, sysDir, Buffer.from(name), ino.blkno, fileTypeOfMode(ino.mode));
+  }
   for (const { dir, e } of reinsert) {
     const target = st.inodes.get(e.ino);
     if (!target) continue;
@@ -478,6 +485,14 @@ async function walkDirectories(st: FsckState, start: Inode[], reinsert: Array<{ 
     }
     for (const e of drop) await removeEntry(st, dir, e);
     for (const e of contents.misplaced) {
+      // Filed under the wrong hash (often: a damaged name): re-filed only if it is a name at
+      // all, and not one the directory already holds.
+      const why = badName(e.name) ?? (names.has(e.name.toString('latin1')) ? 'duplicate of an entry filed correctly' : null);
+      if (why) {
+        st.report.problem(`directory ${dir.blkno}: misfiled entry ${JSON.stringify(e.name.toString('latin1'))}: ${why}; dropped`, true);
+        continue;
+      }
+      names.add(e.name.toString('latin1'));
       const child = await checkInode(st, e.ino, `directory ${dir.blkno} misfiled entry`);
       if (!child) continue;
       const cinfo = st.inodes.get(child.blkno)!;
