@@ -182,7 +182,9 @@ export class DlmGlue {
     return new Promise((resolve) => {
       res.grantWaiter = resolve;
       this.stackRequests += 1;
-      this.connection().lock(res.lksb, mode, flags | (res.attached ? LKF.CONVERT : 0) | (res.opts.usesLvb ? LKF.VALBLK : 0), res.name);
+      // LOCAL only makes sense for the request that creates the lock.
+      const f = res.attached ? (flags & ~LKF.LOCAL) | LKF.CONVERT : flags;
+      this.connection().lock(res.lksb, mode, f | (res.opts.usesLvb ? LKF.VALBLK : 0), res.name);
     });
   }
 
@@ -195,7 +197,12 @@ export class DlmGlue {
   }
 
   /** Takes `mode` on a resource: from the cache when held, else from the stack. */
-  async lock(res: LockRes, mode: 'PR' | 'EX', o: { noqueue?: boolean } = {}): Promise<LockHandle> {
+  /**
+   * o.local: the resource is brand new (its name holds a generation nobody can know yet, as
+   * a just-created inode's locks do): the stack may master it here without asking anyone
+   * (OCFS2's ocfs2_create_new_inode_locks).
+   */
+  async lock(res: LockRes, mode: 'PR' | 'EX', o: { noqueue?: boolean; local?: boolean } = {}): Promise<LockHandle> {
     const held = heldHere.getStore();
     if (held) assertLockOrder(held, res);
     for (let round = 0; ; round++) {
@@ -216,7 +223,7 @@ export class DlmGlue {
       res.upconverting = mode;
       let status: number;
       try {
-        status = await this.request(res, mode, o.noqueue ? LKF.NOQUEUE : 0);
+        status = await this.request(res, mode, (o.noqueue ? LKF.NOQUEUE : 0) | (o.local ? LKF.LOCAL : 0));
       } finally {
         res.busy = false;
         res.upconverting = null;

@@ -257,8 +257,8 @@ export class PosixFs implements FuseOps {
    * The reply that hands the kernel `i` under `name` in `parent`: counts the lookup and, on a
    * cluster, takes the open lock and remembers the name. Called under the meta lock.
    */
-  private entry(i: Inode, parent: number, name: Buffer): Entry {
-    this.countLookup(i.blkno, parent, name);
+  private entry(i: Inode, parent: number, name: Buffer, created = false): Entry {
+    this.countLookup(i, parent, name, created);
     return { ino: this.inoOf(i.blkno), generation: i.generation, attr: this.attr(i), entryTimeoutMs: this.entryTimeoutMs(), attrTimeoutMs: this.o.attrTimeoutMs };
   }
 
@@ -272,11 +272,11 @@ export class PosixFs implements FuseOps {
     return this.o.entryTimeoutMs;
   }
 
-  private countLookup(blkno: number, parent: number, name: Buffer): void {
-    this.lookups.set(blkno, (this.lookups.get(blkno) ?? 0) + 1);
+  private countLookup(i: Inode, parent: number, name: Buffer, created = false): void {
+    this.lookups.set(i.blkno, (this.lookups.get(i.blkno) ?? 0) + 1);
     if (!this.m.cluster) return;
-    this.m.cluster.noteInUse(blkno);
-    this.kernelNames.add(parent, name, blkno);
+    this.m.cluster.noteInUse(i.blkno, i.generation, created);
+    this.kernelNames.add(parent, name, i.blkno);
   }
 
   private attrReply(i: Inode): AttrReply {
@@ -296,7 +296,7 @@ export class PosixFs implements FuseOps {
         return;
       }
       // Free it only if no other node holds it open either; else it waits as an orphan.
-      if (await cluster.ifUnusedEverywhere(i.blkno, () => destroyInode(tx, this.m.ctx, i))) return;
+      if (await cluster.ifUnusedEverywhere(i.blkno, i.generation, () => destroyInode(tx, this.m.ctx, i))) return;
     }
     i.flags |= INODE_FL.orphaned;
     i.orphanedSlot = this.m.slot;
@@ -364,7 +364,7 @@ export class PosixFs implements FuseOps {
       const parent = await this.dirInode(tx, parentIno);
       const own = this.owner(ctx, parent, mode);
       const i = await createNode(tx, this.m.ctx, parent, name, { mode: own.mode, uid: own.uid, gid: own.gid, rdev: extra.rdev, target: extra.target });
-      return { i, entry: this.entry(i, parentIno, name) };
+      return { i, entry: this.entry(i, parentIno, name, true) };
     });
   }
 
@@ -820,7 +820,7 @@ export class PosixFs implements FuseOps {
         for (const e of batch) {
           const child = await tx.getInode(e.ino);
           if (!out.add({ entry: noLookup(child), offset: e.cookie, name: e.name })) return;
-          this.countLookup(child.blkno, a.ino, e.name);
+          this.countLookup(child, a.ino, e.name);
           after = e.cookie;
         }
       }
