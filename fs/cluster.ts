@@ -14,8 +14,11 @@
 //     directory. The name carries the inode's generation, so the open lock of an inode
 //     this node just created is new to every node: it is mastered here without asking
 //     anyone (LKF.LOCAL), which saves a create the mastery round trips.
-//   - Orphan scan: every ORPHAN_SCAN_MS, under the meta lock at PR, every slot's orphan
-//     directory is walked; only if it names an inode this node does not reference does the
+//   - Orphan scan: every ORPHAN_SCAN_MS, ONE node of the cluster scans (OCFS2's orphan scan:
+//     each node takes the P lock at EX; its value block counts the scans done; a node that
+//     finds the count moved since it last looked leaves this period to whoever moved it).
+//     The scan, under the meta lock at PR, walks every slot's orphan
+//     directory; only if it names an inode this node does not reference does the
 //     scan take the meta lock at EX and free each orphan nobody holds open anywhere. (A
 //     scan at EX every 5 s on every node would bounce the lock between idle nodes.) At
 //     unmount the kernel references nothing, so the last node out frees what is left.
@@ -78,6 +81,10 @@ export class ClusterState {
   private readonly openLocks = new Map<number, LockRes>();
   private readonly pendingOpens = new Set<Promise<void>>();
   private scanTimer: NodeJS.Timeout | null = null;
+  /** The P lock: its value block's first 4 bytes count the periodic scans (little-endian). */
+  private readonly scanRes: LockRes;
+  /** The count as this node last saw it (-1: not yet). */
+  private scanSeqSeen = -1;
   private recoveries: Promise<void> = Promise.resolve();
   /** Nodes declared dead whose slots are not recovered yet: the meta lock waits for none. */
   private readonly recoveryPending = new Set<number>();
@@ -86,6 +93,7 @@ export class ClusterState {
 
   constructor(private readonly h: ClusterHost) {
     this.superRes = h.glue.resource(lockName(LOCK_TYPE.super, SUPERBLOCK_BLKNO));
+    this.scanRes = h.glue.resource(lockName(LOCK_TYPE.orphanScan, SUPERBLOCK_BLKNO), { usesLvb: true });
     this.metaRes = h.glue.resource(lockName(LOCK_TYPE.meta, SUPERBLOCK_BLKNO), {
       onDownconvert: async (to) => {
         const j = h.journal();
@@ -189,8 +197,29 @@ export class ClusterState {
 
   /** Starts the periodic orphan scan. */
   start(ctx: AllocContext): void {
-    this.scanTimer = setInterval(() => void this.orphanScan(ctx).catch((e) => this.h.log(`orphan scan: ${(e as Error).message}`)), ORPHAN_SCAN_MS);
+    this.scanTimer = setInterval(() => void this.periodicScan(ctx).catch((e) => this.h.log(`orphan scan: ${(e as Error).message}`)), ORPHAN_SCAN_MS);
     this.scanTimer.unref();
+  }
+
+  /**
+   * One period's turn: scans only if nobody has since this node last looked (the P lock's
+   * count is what we saw), and counts the scan. Returns whether this node scanned.
+   */
+  async periodicScan(ctx: AllocContext): Promise<boolean> {
+    const p = await this.h.glue.lock(this.scanRes, 'EX');
+    try {
+      const seq = p.res.lksb.lvbValid ? p.res.lvb.readUInt32LE(0) : 0;
+      if (seq !== this.scanSeqSeen) {
+        this.scanSeqSeen = seq;
+        return false;
+      }
+      this.scanSeqSeen = (seq + 1) >>> 0;
+      p.res.lvb.writeUInt32LE(this.scanSeqSeen, 0);
+    } finally {
+      p.release();
+    }
+    await this.orphanScan(ctx);
+    return true;
   }
 
   stop(): void {
