@@ -16,6 +16,9 @@
 // - A downconvert clears the blocked state only if the new level satisfies the highest
 //   level asked for; a BAST that came during the downconvert is not forgotten (the
 //   master tells a lock about a level once, until its mode changes).
+// - PENDING (an AST arriving while dlm_lock() has not returned yet) has no counterpart:
+//   requests and their callbacks run on one thread, and `busy` covers a request from the
+//   moment it is sent until its callback.
 import { AsyncLocalStorage } from 'node:async_hooks';
 import { FsError } from './errors';
 import { parseLockName } from './lock-names';
