@@ -32,7 +32,10 @@
 //   - Recovery of dead nodes: the stack's recovery callback (after DLM recovery) and every
 //     mount (for slots left by nodes no longer heartbeating) replay the dead slot's journal,
 //     return its local alloc and truncate log, keep its orphans for the scan, and free the
-//     slot; under S then M, both EX (lock order: S before M before O). From the moment the
+//     slot; under S, the dead slot's journal lock J and M, all EX (lock order: S, J, M, O).
+//     Every mount holds its own slot's J at EX for as long as it is mounted, so J is
+//     grantable only once its owner is gone: recovery asks for it without waiting and
+//     leaves a slot alone whose owner still holds it (alive after all). From the moment the
 //     stack says a node died (onNodeDown, before the DLM can grant anything the dead node
 //     held) until its slot is recovered, no operation here takes the meta lock: the disk
 //     does not say what the dead node committed to its journal, and a change made from the
@@ -90,6 +93,8 @@ export class ClusterState {
   private readonly recoveryPending = new Set<number>();
   private recoveryWaiters: Array<() => void> = [];
   private stopped = false;
+  /** Our own slot's journal lock, held at EX while mounted. */
+  private ownJournal: LockHandle | null = null;
 
   constructor(private readonly h: ClusterHost) {
     this.superRes = h.glue.resource(lockName(LOCK_TYPE.super, SUPERBLOCK_BLKNO));
@@ -121,6 +126,25 @@ export class ClusterState {
       if (o.duringRecovery || this.recoveryPending.size === 0) return held;
       held.release();
     }
+  }
+
+  /** Slot `slot`'s journal lock (on its journal inode). */
+  private async journalRes(slot: number): Promise<LockRes> {
+    return this.h.glue.resource(lockName(LOCK_TYPE.journal, await this.h.vol.systemInode(slotFileName(SYSFILE.journal, slot))));
+  }
+
+  /** Mount, holding S: take our slot's journal lock for as long as we are mounted. */
+  async claimJournal(): Promise<void> {
+    if (this.ownJournal) throw new Error('assertion: journal lock taken twice');
+    this.ownJournal = await this.h.glue.lock(await this.journalRes(this.h.slot), 'EX', { noqueue: true }).catch((e) => {
+      throw e instanceof FsError && e.errno === 'EAGAIN' ? new FsError('EBUSY', `the journal of slot ${this.h.slot} is locked by a live node`) : e;
+    });
+  }
+
+  /** Unmount: our slot is free again. */
+  releaseJournal(): void {
+    this.ownJournal?.release();
+    this.ownJournal = null;
   }
 
   /** The stack says `node` died: hold the meta lock back until its slot is recovered. */
@@ -336,14 +360,33 @@ export class ClusterState {
     }
   }
 
-  /** Caller holds S at EX. Replays and releases `slot` under the meta lock at EX. */
+  /**
+   * Caller holds S at EX. Replays and releases `slot` under its journal lock and the meta
+   * lock, both EX; leaves it alone if its owner still holds the journal lock.
+   */
   private async recoverSlotLocked(slot: number, why: string): Promise<void> {
-    const meta = await this.lockMeta(true, { duringRecovery: true });
+    const jres = await this.journalRes(slot);
+    let j: LockHandle;
     try {
-      await this.h.glue.holding(meta, () => this.h.exclusive(() => this.replayAndFree(slot, why)));
-    } finally {
-      meta.release();
+      j = await this.h.glue.lock(jres, 'EX', { noqueue: true });
+    } catch (e) {
+      if (!(e instanceof FsError && e.errno === 'EAGAIN')) throw e;
+      this.h.log(`slot ${slot} not recovered (${why}): its journal lock is held, its node is alive`);
+      return;
     }
+    try {
+      await this.h.glue.holding(j, async () => {
+        const meta = await this.lockMeta(true, { duringRecovery: true });
+        try {
+          await this.h.glue.holding(meta, () => this.h.exclusive(() => this.replayAndFree(slot, why)));
+        } finally {
+          meta.release();
+        }
+      });
+    } finally {
+      j.release();
+    }
+    await this.h.glue.drop(jres);
   }
 
   private async replayAndFree(slot: number, why: string): Promise<void> {

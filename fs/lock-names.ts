@@ -2,12 +2,15 @@
 // "000000", the block number in 16 hex digits and a generation in 8 hex digits.
 //
 // Lock types and the order they are taken in (DESIGN.md §4), outermost first:
+//   S superblock (slot map: mount, unmount, recovery)
 //   R rename (cross-directory directory renames only)
+//   J a slot's journal (held EX by the mounted owner; recovery takes a dead slot's)
 //   M/W/O on parent directories, lower block number first
 //   M/W/O on children
 //   M on allocator inodes (global bitmap, then slot allocators)
 //   then the transaction begins.
-// S (superblock: slot map, mount, recovery), P (orphan scan) and F (flock) stand apart.
+// Today the volume-wide M (on the superblock's block) stands for all M/W locks (fs/cluster.ts).
+// P (orphan scan) and F (flock) stand apart: taken holding nothing. fs/dlmglue.ts asserts it.
 export const LOCK_TYPE = {
   super: 'S',
   meta: 'M',

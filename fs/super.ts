@@ -171,7 +171,10 @@ export class MountedVolume {
         m.cluster = cluster;
         const s = await glue.lock(m.superLock, 'EX');
         try {
-          await glue.holding(s, () => cluster.recoverAbandonedSlots());
+          await glue.holding(s, async () => {
+            await cluster.claimJournal();
+            await cluster.recoverAbandonedSlots();
+          });
         } finally {
           s.release();
         }
@@ -264,6 +267,7 @@ export class MountedVolume {
           // Everything else first: a clean slot must mean a clean journal.
           await this.journal?.shutdown();
           await tx.commit({ inPlace: true });
+          cluster?.releaseJournal();
         } finally {
           meta?.release();
           held.release();

@@ -132,4 +132,6 @@ for (const options of ['', 'nokernelcache']) t.test(`three nodes mount one volum
   for (const m of mounts.slice(0, 2)) t.equal(await step(c, `unmount of ${m.mp}`, unmount(m)), 0, `${path.basename(m.mp)} unmounts cleanly`);
   const fsck = c.world.exec(0, process.execPath, [FSCK, '-n', c.world.sharedDisk], { env: nodeEnv(), timeoutMs: 120_000 });
   t.equal(fsck.status, 0, `fsck.o2fs -n: ${fsck.stdout}${fsck.stderr}`);
+  // The killed node's slot was recovered (under its journal lock) and freed by a survivor.
+  t.notMatch(fsck.stdout + fsck.stderr, /volume is in use/, 'no slot left in use: the dead node\'s slot was recovered');
 });
