@@ -169,11 +169,16 @@ const MODE_RANK: Record<LockMode, number> = { NL: 0, PR: 1, EX: 2 };
 export class TNode {
   dom: DlmDomain;
   readonly evictions: number[] = [];
+  /** Grants and node-down events in the order this node's callbacks saw them. */
+  readonly timeline: string[] = [];
   readonly logs: string[] = [];
 
   constructor(readonly cluster: Cluster, readonly num: number, opts: { fsMinor?: number; fsMajor?: number }) {
     const callbacks: StackCallbacks = {
-      onGrant: (lksb) => (lksb.owner as TLock).onGrant(),
+      onGrant: (lksb) => {
+        this.timeline.push(`grant ${(lksb.owner as TLock).name}`);
+        (lksb.owner as TLock).onGrant();
+      },
       onBlocking: (lksb, level) => {
         const l = lksb.owner as TLock;
         l.basts.push(level);
@@ -187,6 +192,7 @@ export class TNode {
       proto: { major: opts.fsMajor ?? 1, minor: opts.fsMinor ?? 0 },
       callbacks,
       onEviction: (n) => this.evictions.push(n),
+      onNodeDown: (n) => this.timeline.push(`down ${n}`),
       log: (line) => {
         this.logs.push(`[${cluster.net.now}] ${line}`);
         if (process.env.O2DLM_TRACE) console.error(`[${cluster.net.now}] ${line}`);

@@ -375,6 +375,11 @@ t.test('node killed holding EX: the waiter gets it after recovery, the LVB is ze
   t.same(w.lksb.lvb, Buffer.alloc(64), 'the dead EX holder may have half-written it: zeroed');
   t.same(c.node(0).evictions, [1]);
   t.same(c.node(2).evictions, [1]);
+  // The filesystem holds its I/O from onNodeDown on: it must come before the grant the
+  // death made possible (fs/cluster.ts relies on it).
+  const tl = c.node(2).timeline;
+  t.ok(tl.includes('down 1') && tl.indexOf('down 1') < tl.lastIndexOf('grant M-dead-ex'), `node 2 heard of the death before its grant: ${tl.join(', ')}`);
+  t.ok(c.node(0).timeline.includes('down 1'), 'node 0 heard of it too');
   t.same(c.node(0).dom.members(), [2]);
   await w.unlock();
   checkClean(t, c);
