@@ -61,6 +61,8 @@ import type { Volume } from './volume';
 
 /** How often each node looks for orphans nobody holds open any more. */
 export const ORPHAN_SCAN_MS = 5_000;
+/** How often a read-only mount looks whether a dead node's slot has been recovered. */
+const RO_RECOVERY_POLL_MS = 250;
 
 export interface ClusterHost {
   readonly vol: Volume;
@@ -74,6 +76,8 @@ export interface ClusterHost {
   exclusive<T>(fn: () => Promise<T>): Promise<T>;
   /** Drops every name the kernel caches; must not wait for the kernel. */
   invalidateKernel(): void;
+  /** A read-only mount: it never writes, and leaves recovery to the read-write nodes. */
+  readonly readOnly: boolean;
   log(line: string): void;
 }
 
@@ -346,7 +350,22 @@ export class ClusterState {
     }
   }
 
+  /**
+   * Read-only mount, holding S: refuses to mount over a slot whose node is not running (its
+   * journal may hold what the disk does not say yet, and this mount cannot replay it).
+   */
+  async refuseIfRecoveryPending(): Promise<void> {
+    this.h.vol.dropCaches();
+    const slots = await readSlotMap(new Transaction(this.h.vol));
+    for (let i = 0; i < slots.length; i++) {
+      const s = slots[i];
+      if (!s.inUse || s.nodeNum === this.h.thisNode || await nodeIsAlive(this.h.vol, s.nodeNum)) continue;
+      throw new FsError('EBUSY', `slot ${i} was left by node ${s.nodeNum}, which is not running, and needs recovery; mount read-write on some node first`);
+    }
+  }
+
   private async recover(find: (slots: Awaited<ReturnType<typeof readSlotMap>>) => number, why: string): Promise<void> {
+    if (this.h.readOnly) return this.waitRecoveredElsewhere(find, why);
     const s = await this.h.glue.lock(this.superRes, 'EX');
     try {
       // The slot map changes under S only (mounts, unmounts, recoveries elsewhere): what
@@ -357,6 +376,24 @@ export class ClusterState {
       await this.h.glue.holding(s, () => this.recoverSlotLocked(slot, why));
     } finally {
       s.release();
+    }
+  }
+
+  /** Read-only mount: waits until a read-write node has recovered and freed the slot. */
+  private async waitRecoveredElsewhere(find: (slots: Awaited<ReturnType<typeof readSlotMap>>) => number, why: string): Promise<void> {
+    for (let round = 0; ; round++) {
+      const s = await this.h.glue.lock(this.superRes, 'PR');
+      let slot: number;
+      try {
+        this.h.vol.dropCaches();
+        slot = find(await readSlotMap(new Transaction(this.h.vol)));
+      } finally {
+        s.release();
+      }
+      if (slot < 0) return;
+      if (round === 0) this.h.log(`read-only mount: waiting for a read-write node to recover slot ${slot} (${why})`);
+      if (this.stopped) throw new FsError('ENOTCONN', `slot ${slot} not recovered before unmount`);
+      await new Promise((resolve) => setTimeout(resolve, RO_RECOVERY_POLL_MS));
     }
   }
 

@@ -200,6 +200,8 @@ export class PosixFs implements FuseOps {
     };
     const cluster = this.m.cluster;
     if (!cluster) return write ? this.lock.write(body) : this.lock.read(body);
+    // Not even the lock for a change a read-only mount would refuse.
+    if (write) this.m.assertWritable();
     // Cluster mount: the meta lock around everything (fs/cluster.ts), and the open locks of
     // inodes this operation hands to the kernel taken before the reply.
     const meta = await cluster.lockMeta(write);

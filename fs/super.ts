@@ -109,10 +109,6 @@ export class MountedVolume {
     });
     glue.attach(conn);
     const clustered = conn.stack !== 'local';
-    if (clustered && o.readOnly) {
-      await conn.disconnect().catch(() => undefined);
-      throw new FsError('EINVAL', 'read-only cluster mounts are not supported yet; mount read-write, or with -o nocluster on a volume no other node has mounted');
-    }
     try {
       const superRes = glue.resource(lockName(LOCK_TYPE.super, SUPERBLOCK_BLKNO));
       const held = await glue.lock(superRes, 'EX');
@@ -167,11 +163,15 @@ export class MountedVolume {
           vol, glue, thisNode: conn.thisNode, slot, journal: () => m.journal, inUseLocally: (b) => m.inUseLocally(b), log,
           exclusive: (fn) => m.exclusive(fn),
           invalidateKernel: () => m.invalidateKernel(),
+          readOnly: o.readOnly === true,
         });
         m.cluster = cluster;
-        const s = await glue.lock(m.superLock, 'EX');
+        // A read-only mount claims no slot and writes nothing: it only reads under PR, and
+        // leaves every recovery to the read-write nodes (it cannot mount over one pending).
+        const s = await glue.lock(m.superLock, o.readOnly ? 'PR' : 'EX');
         try {
           await glue.holding(s, async () => {
+            if (o.readOnly) return cluster.refuseIfRecoveryPending();
             await cluster.claimJournal();
             await cluster.recoverAbandonedSlots();
           });
@@ -181,7 +181,7 @@ export class MountedVolume {
         onNodeDown = (node) => cluster.nodeDown(node);
         onDeath = (node) => void cluster.recoverNode(node).catch((e) => log(`recovery of node ${node} failed: ${(e as Error).message}`));
         for (const node of new Set(deaths.splice(0))) onDeath(node);
-        cluster.start(ctx);
+        if (!o.readOnly) cluster.start(ctx);
       }
       if (journal) {
         if (!clustered) await m.releaseOrphans(() => true);
