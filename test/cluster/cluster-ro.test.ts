@@ -8,11 +8,7 @@ import path from 'node:path';
 import { abortFuse, isFuseMounted } from '../../fs/fuse/mount';
 import { nodeEnv } from './harness';
 import { O2cbCluster } from './o2cb-cluster';
-import { FSCK, Mount, mountOn, step, unmount } from './multi-helpers';
-
-function errCode(e: unknown): string {
-  return (e as NodeJS.ErrnoException).code ?? String(e);
-}
+import { FSCK, Mount, errCode, mountOn, step, unmount } from './multi-helpers';
 
 t.test('a read-only cluster mount reads what a read-write node writes and changes nothing', async (t) => {
   const c = await O2cbCluster.create({ nodes: 2, diskBytes: 256 * 1024 * 1024 });

@@ -7,6 +7,7 @@ import path from 'node:path';
 import { abortFuse, isFuseMounted } from '../../fs/fuse/mount';
 import { nodeEnv, ManagedProcess, waitFor } from './harness';
 import type { O2cbCluster } from './o2cb-cluster';
+import { Prng } from '../../fs/prng';
 
 const DIST = path.resolve(__dirname, '../..');
 export const O2FS = path.join(DIST, 'tools/o2fs.js');
@@ -16,6 +17,11 @@ export interface Mount {
   node: number;
   mp: string;
   server: ManagedProcess;
+}
+
+/** The errno name of a failed fs call ('ENOENT'), or the error as text. */
+export function errCode(e: unknown): string {
+  return (e as NodeJS.ErrnoException).code ?? String(e);
 }
 
 /** `o2fs mount -f` of the shared disk on node i; `options` go to -o (e.g. 'nokernelcache'). */
@@ -224,14 +230,8 @@ export async function walk(root: string, maxDepth = 16, maxEntries = 100_000): P
   return { entries, errors };
 }
 
-/** A small deterministic PRNG (mulberry32) so a failing run can be replayed from its seed. */
+/** Floats in [0, 1) from the project's seeded PRNG, so a failing run can be replayed from its seed. */
 export function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  const r = new Prng(seed);
+  return () => r.float();
 }

@@ -29,13 +29,9 @@ import { DlmGlue } from '../../fs/dlmglue';
 import { LOCK_TYPE, lockName } from '../../fs/lock-names';
 import { nodeEnv, waitFor } from './harness';
 import { O2cbCluster } from './o2cb-cluster';
-import { FSCK, Mount, PyWorker, dumpLogs, mountOn, prng, step, unmount, walk } from './multi-helpers';
+import { FSCK, Mount, PyWorker, dumpLogs, errCode, mountOn, prng, step, unmount, walk } from './multi-helpers';
 
 const SEED = Number(process.env.O2FS_MULTI_SEED ?? (Date.now() % 1_000_000));
-
-function errCode(e: unknown): string {
-  return (e as NodeJS.ErrnoException).code ?? String(e);
-}
 
 async function statAll(mps: string[], rel: string): Promise<Array<import('node:fs').BigIntStats | string>> {
   return Promise.all(mps.map((mp) => fsp.stat(path.join(mp, rel), { bigint: true }).catch((e) => errCode(e))));

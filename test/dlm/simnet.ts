@@ -11,18 +11,13 @@
 //     interleaved with deliveries; when nothing else is due, time jumps to the next timer.
 // Events are run one per macrotask (setImmediate), so promise chains settle in between.
 import type { Clock } from '../../dlm/o2cb/o2dlm/core';
+import { Prng } from '../../fs/prng';
 import { MembershipEvents, MessageHandler, Transport, TransportError } from '../../dlm/o2cb/transport';
 
-/** mulberry32: small, fast, good enough to shuffle a schedule. */
+/** Floats in [0, 1) from the project's seeded PRNG (mulberry32): good enough to shuffle a schedule. */
 export function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  const r = new Prng(seed);
+  return () => r.float();
 }
 
 export interface SimNetOptions {
