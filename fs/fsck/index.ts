@@ -147,11 +147,14 @@ async function run(dev: BlockDevice, opts: FsckOptions, report: Report): Promise
         }
       }
     }
-    const blkno = at ?? fallbackBlkno;
+    // The global allocators live at fixed blocks (mkfs puts them there): an entry naming any
+    // other block is damaged itself (say, a flipped bit in its inode number), so the file is
+    // rebuilt in its place and the entry pointed back at it.
+    const blkno = fallbackBlkno;
     report.problem(`system file ${name} (inode ${blkno}) rebuilt`, true);
     const ino = rebuildSystemInode(st, blkno, parseSysName(name)!.kind, NO_SLOT, { ...giaFirstGroup, bit: blkno - giaFirstGroup.blkno }, sysBlk);
     sys.set(name, ino);
-    if (at === undefined) relink.push(name);
+    if (at !== blkno) relink.push(name);
     return ino;
   };
   const gia = await bootstrap(SYSFILE.globalInodeAlloc, sysBlk - 1, 2);
