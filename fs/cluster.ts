@@ -1,14 +1,9 @@
-// What a mount on a cluster stack adds to a local one (issue 6, first cut):
+// What a mount on a cluster stack adds to a local one (issue 6):
 //
-//   - One volume-wide metadata lock, M on the superblock's block ("the meta lock"): every
-//     filesystem operation holds it, PR to read and EX to change. Cached by dlmglue, so a
-//     node working alone pays nothing; another node's request makes us give it up after
-//     the journal is committed and checkpointed (what we changed is in place on disk) and,
-//     when dropping to NL, after the block cache is emptied (others will change blocks).
-//     Coarse, but correct: the per-inode M/W locks and extent locks of OCFS2 replace it
-//     later without changing the seam (PosixFs asks for "the lock for this operation").
+//   - Per-inode metadata locks (M), taken as operations read and change inodes
+//     (fs/inode-locks.ts: coverage, lock order, starting over, downconverts).
 //   - Open locks (O per inode and generation): a node holds O at PR while the kernel
-//     references the inode (taken under the meta lock before the reply that gives the
+//     references the inode (taken under the inode's M lock before the reply that gives the
 //     kernel the inode). The node removing the last link frees the inode only if O at EX is
 //     grantable at once (NOQUEUE): otherwise someone still has it and it goes to the orphan
 //     directory. The name carries the inode's generation, so the open lock of an inode
@@ -17,37 +12,30 @@
 //   - Orphan scan: every ORPHAN_SCAN_MS, ONE node of the cluster scans (OCFS2's orphan scan:
 //     each node takes the P lock at EX; its value block counts the scans done; a node that
 //     finds the count moved since it last looked leaves this period to whoever moved it).
-//     The scan, under the meta lock at PR, walks every slot's orphan
-//     directory; only if it names an inode this node does not reference does the
-//     scan take the meta lock at EX and free each orphan nobody holds open anywhere. (A
-//     scan at EX every 5 s on every node would bounce the lock between idle nodes.) At
-//     unmount the kernel references nothing, so the last node out frees what is left.
-//   - The kernel's names: when the meta lock drops to NL (another node is about to change
-//     the namespace), every name the kernel caches is invalidated (FUSE_NOTIFY_INVAL_ENTRY,
-//     sent without waiting: the kernel may need a directory lock held by a syscall that waits
-//     for us). Lookups revalidate anyway (entry timeout 0); what this removes is the stale
-//     dentries themselves: a directory moved by another node would otherwise keep its old
-//     alias here and make a rename's lookup fail with ESTALE, and a file unlinked elsewhere
-//     would stay referenced by our kernel, keeping its open lock, so it could never be freed.
+//     The scan reads every slot's orphan directory under PR; only if one names an inode
+//     this node does not reference does it look again under EX and free each orphan nobody
+//     holds open anywhere. (A scan at EX every 5 s on every node would bounce the orphan
+//     directories' locks between idle nodes.) At unmount the kernel references nothing, so
+//     the last node out frees what is left.
 //   - Recovery of dead nodes: the stack's recovery callback (after DLM recovery) and every
 //     mount (for slots left by nodes no longer heartbeating) replay the dead slot's journal,
 //     return its local alloc and truncate log, keep its orphans for the scan, and free the
-//     slot; under S, the dead slot's journal lock J and M, all EX (lock order: S, J, M, O).
+//     slot; under S and the dead slot's journal lock J, both EX (lock order: S, J, M, O).
 //     Every mount holds its own slot's J at EX for as long as it is mounted, so J is
 //     grantable only once its owner is gone: recovery asks for it without waiting and
 //     leaves a slot alone whose owner still holds it (alive after all). From the moment the
 //     stack says a node died (onNodeDown, before the DLM can grant anything the dead node
-//     held) until its slot is recovered, no operation here takes the meta lock: the disk
-//     does not say what the dead node committed to its journal, and a change made from the
-//     disk's older state would be overwritten by the replay (or overwrite it at our next
-//     checkpoint). Every node waits, whichever of them does the recovery (OCFS2's
+//     held) until its slot is recovered, no inode lock is taken here: the disk does not say
+//     what the dead node committed to its journal, and a change made from the disk's older
+//     state would be overwritten by the replay (or overwrite it at our next checkpoint).
+//     Every node waits, whichever of them does the recovery (OCFS2's
 //     ocfs2_wait_for_recovery before cluster locks).
-//
-// The kernel caches no attributes or pages on cluster mounts yet (entry/attr timeouts 0,
-// direct I/O; DESIGN.md §4's fallback), only the names above.
+//   - The kernel may cache names and attributes only while the inode locks that cover them
+//     are held: a drop to NL invalidates them (fs/posix.ts, invalidateKernel).
 import type { AllocContext } from './alloc';
 import { dirRemove, listDirectory } from './dir';
 import { DlmGlue, LockHandle, LockRes } from './dlmglue';
+import type { InodeLocks } from './inode-locks';
 import { FsError } from './errors';
 import { INODE_FL, SUPERBLOCK_BLKNO, SYSFILE, slotFileName } from './format/constants';
 import { nodeIsAlive } from './heartbeat-lite';
@@ -67,22 +55,20 @@ const RO_RECOVERY_POLL_MS = 250;
 export interface ClusterHost {
   readonly vol: Volume;
   readonly glue: DlmGlue;
+  readonly locks: InodeLocks;
   readonly thisNode: number;
   readonly slot: number;
   journal(): Journal | null;
   /** Is the inode referenced by this node's kernel or open here? */
   inUseLocally(blkno: number): boolean;
-  /** Runs fn excluding this node's own filesystem requests (taken after the meta lock). */
+  /** Runs fn excluding this node's own filesystem requests (taken before any inode lock). */
   exclusive<T>(fn: () => Promise<T>): Promise<T>;
-  /** Drops every name the kernel caches; must not wait for the kernel. */
-  invalidateKernel(): void;
   /** A read-only mount: it never writes, and leaves recovery to the read-write nodes. */
   readonly readOnly: boolean;
   log(line: string): void;
 }
 
 export class ClusterState {
-  private readonly metaRes: LockRes;
   private readonly superRes: LockRes;
   /** Open locks this node holds (PR), by inode block. */
   private readonly openLocks = new Map<number, LockRes>();
@@ -93,9 +79,6 @@ export class ClusterState {
   /** The count as this node last saw it (-1: not yet). */
   private scanSeqSeen = -1;
   private recoveries: Promise<void> = Promise.resolve();
-  /** Nodes declared dead whose slots are not recovered yet: the meta lock waits for none. */
-  private readonly recoveryPending = new Set<number>();
-  private recoveryWaiters: Array<() => void> = [];
   private stopped = false;
   /** Our own slot's journal lock, held at EX while mounted. */
   private ownJournal: LockHandle | null = null;
@@ -103,33 +86,11 @@ export class ClusterState {
   constructor(private readonly h: ClusterHost) {
     this.superRes = h.glue.resource(lockName(LOCK_TYPE.super, SUPERBLOCK_BLKNO));
     this.scanRes = h.glue.resource(lockName(LOCK_TYPE.orphanScan, SUPERBLOCK_BLKNO), { usesLvb: true });
-    this.metaRes = h.glue.resource(lockName(LOCK_TYPE.meta, SUPERBLOCK_BLKNO), {
-      onDownconvert: async (to) => {
-        const j = h.journal();
-        if (j) {
-          await j.commit();
-          await j.checkpoint();
-        }
-        if (to === 'NL') {
-          h.vol.dropCaches();
-          h.invalidateKernel();
-        }
-      },
-    });
   }
 
-  /**
-   * The meta lock for one operation: PR to read, EX to change. Returns its release. Waits
-   * while a dead node's recovery is pending (before and after taking the lock: a node may
-   * die while we wait for it), unless this is that recovery.
-   */
-  async lockMeta(write: boolean, o: { duringRecovery?: boolean } = {}): Promise<LockHandle> {
-    for (;;) {
-      if (!o.duringRecovery) await this.recoveryDone();
-      const held = await this.h.glue.lock(this.metaRes, write ? 'EX' : 'PR');
-      if (o.duringRecovery || this.recoveryPending.size === 0) return held;
-      held.release();
-    }
+  /** The per-inode lock scopes every operation runs in. */
+  get locks(): InodeLocks {
+    return this.h.locks;
   }
 
   /** Slot `slot`'s journal lock (on its journal inode). */
@@ -151,26 +112,21 @@ export class ClusterState {
     this.ownJournal = null;
   }
 
-  /** The stack says `node` died: hold the meta lock back until its slot is recovered. */
+  /** The stack says `node` died: no inode lock is taken until its slot is recovered. */
   nodeDown(node: number): void {
     if (node === this.h.thisNode) throw new Error('assertion: told of our own death');
-    if (!this.recoveryPending.has(node)) this.h.log(`node ${node} died: holding I/O until its slot is recovered`);
-    this.recoveryPending.add(node);
-  }
-
-  private recoveryDone(): Promise<void> {
-    if (this.recoveryPending.size === 0) return Promise.resolve();
-    return new Promise((resolve) => this.recoveryWaiters.push(resolve));
+    if (this.h.locks.nodeDown(node)) this.h.log(`node ${node} died: holding I/O until its slot is recovered`);
   }
 
   /** Waits (at most `ms`) until no recovery is pending; false if some still is. */
   async waitRecoveries(ms: number): Promise<boolean> {
     let timer: NodeJS.Timeout | undefined;
     const timeout = new Promise<void>((resolve) => { timer = setTimeout(resolve, ms); });
-    await Promise.race([this.recoveryDone(), timeout]);
+    await Promise.race([this.h.locks.recoveryDone(), timeout]);
     clearTimeout(timer);
-    if (this.recoveryPending.size > 0) this.h.log(`recovery of node(s) ${[...this.recoveryPending].join(', ')} still pending`);
-    return this.recoveryPending.size === 0;
+    const pending = this.h.locks.pendingNodes;
+    if (pending.length > 0) this.h.log(`recovery of node(s) ${pending.join(', ')} still pending`);
+    return pending.length === 0;
   }
 
   /**
@@ -188,7 +144,7 @@ export class ClusterState {
     this.pendingOpens.add(p);
   }
 
-  /** Waits for open locks requested so far (called before an operation lets go of the meta lock). */
+  /** Waits for open locks requested so far (called before an operation lets go of its inode locks). */
   async flushOpens(): Promise<void> {
     while (this.pendingOpens.size > 0) await Promise.all([...this.pendingOpens]);
   }
@@ -203,7 +159,8 @@ export class ClusterState {
 
   /**
    * May the last link's removal free the inode now? Only if no node holds it open: O at EX
-   * without waiting. The caller holds the meta lock at EX. `then` runs while O is held.
+   * without waiting. The caller holds the inode's M at EX. `then` runs while O is held (so
+   * any inode lock it needs is only tried: O comes after M).
    */
   async ifUnusedEverywhere(blkno: number, generation: number, then: () => Promise<void>): Promise<boolean> {
     const res = this.h.glue.resource(lockName(LOCK_TYPE.open, blkno, generation));
@@ -215,7 +172,7 @@ export class ClusterState {
       throw e;
     }
     try {
-      await then();
+      await this.h.locks.pin(then);
     } finally {
       held.release();
       if (!this.openLocks.has(blkno)) await this.h.glue.drop(res);
@@ -258,43 +215,33 @@ export class ClusterState {
 
   /** Frees orphans (of every slot) that no node holds open. Returns how many. */
   async orphanScan(ctx: AllocContext): Promise<number> {
+    const locks = this.h.locks;
+    const wrap = <T>(fn: () => Promise<T>): Promise<T> => this.h.exclusive(fn);
     // A look under PR first: most scans find nothing, and must not take EX from others.
-    const read = await this.lockMeta(false);
-    let candidates: number;
-    try {
-      candidates = (await this.h.glue.holding(read, () => this.h.exclusive(() => this.orphanCandidates()))).length;
-    } finally {
-      read.release();
-    }
+    const candidates = (await locks.run('PR', () => this.orphanCandidates(), { wrap })).length;
     if (candidates === 0) return 0;
-    const meta = await this.lockMeta(true);
-    let freed = 0;
-    try {
-      freed = await this.h.glue.holding(meta, () => this.h.exclusive(async () => {
-        let n = 0;
-        const vol = this.h.vol;
-        for (const { slot, dirBlkno, name, ino } of await this.orphanCandidates()) {
-          const generation = (await new Transaction(vol).getInode(ino)).generation;
-          await this.ifUnusedEverywhere(ino, generation, async () => {
-            const tx = new Transaction(vol);
-            const i = await tx.getInode(ino);
-            if (!(i.flags & INODE_FL.orphaned) || i.links !== 0) throw new FsError('EIO', `orphan directory of slot ${slot} names inode ${ino}, which is not an orphan`);
-            await dirRemove(tx, await tx.getInode(dirBlkno), name);
-            await destroyInode(tx, ctx, i);
-            await tx.commit();
-            n++;
-          });
-        }
-        return n;
-      }));
-    } finally {
-      meta.release();
-    }
+    const freed = await locks.run('EX', async () => {
+      let n = 0;
+      const vol = this.h.vol;
+      for (const { slot, dirBlkno, name, ino } of await this.orphanCandidates()) {
+        const generation = (await new Transaction(vol).getInode(ino)).generation;
+        await this.ifUnusedEverywhere(ino, generation, async () => {
+          const tx = new Transaction(vol);
+          const i = await tx.getInode(ino);
+          if (!(i.flags & INODE_FL.orphaned) || i.links !== 0) throw new FsError('EIO', `orphan directory of slot ${slot} names inode ${ino}, which is not an orphan`);
+          await dirRemove(tx, await tx.getInode(dirBlkno), name);
+          await destroyInode(tx, ctx, i);
+          await tx.commit();
+          n++;
+        });
+      }
+      return n;
+    }, { wrap });
     if (freed > 0) this.h.log(`orphan scan freed ${freed} inode(s)`);
     return freed;
   }
 
-  /** Orphans of every slot that this node does not reference. Caller holds the meta lock. */
+  /** Orphans of every slot that this node does not reference. Runs in an inode lock scope. */
   private async orphanCandidates(): Promise<Array<{ slot: number; dirBlkno: number; name: Buffer; ino: number }>> {
     const vol = this.h.vol;
     const out: Array<{ slot: number; dirBlkno: number; name: Buffer; ino: number }> = [];
@@ -308,8 +255,8 @@ export class ClusterState {
   }
 
   /**
-   * Node `node` died (DLM recovery is done): recover its slot, retrying until done (the
-   * meta lock waits meanwhile). Serialized, idempotent: whichever node gets S first does it.
+   * Node `node` died (DLM recovery is done): recover its slot, retrying until done (inode
+   * locks wait meanwhile). Serialized, idempotent: whichever node gets S first does it.
    */
   recoverNode(node: number): Promise<void> {
     this.nodeDown(node);
@@ -324,12 +271,7 @@ export class ClusterState {
           await new Promise((resolve) => setTimeout(resolve, Math.min(5_000, 200 * attempt)));
         }
       }
-      this.recoveryPending.delete(node);
-      if (this.recoveryPending.size === 0) {
-        const w = this.recoveryWaiters;
-        this.recoveryWaiters = [];
-        for (const f of w) f();
-      }
+      this.h.locks.recovered(node);
     });
     return this.recoveries;
   }
@@ -398,8 +340,8 @@ export class ClusterState {
   }
 
   /**
-   * Caller holds S at EX. Replays and releases `slot` under its journal lock and the meta
-   * lock, both EX; leaves it alone if its owner still holds the journal lock.
+   * Caller holds S at EX. Replays and releases `slot` under its journal lock at EX (and the
+   * inode locks its transactions take); leaves it alone if its owner still holds J.
    */
   private async recoverSlotLocked(slot: number, why: string): Promise<void> {
     const jres = await this.journalRes(slot);
@@ -412,14 +354,10 @@ export class ClusterState {
       return;
     }
     try {
-      await this.h.glue.holding(j, async () => {
-        const meta = await this.lockMeta(true, { duringRecovery: true });
-        try {
-          await this.h.glue.holding(meta, () => this.h.exclusive(() => this.replayAndFree(slot, why)));
-        } finally {
-          meta.release();
-        }
-      });
+      await this.h.glue.holding(j, () => this.h.locks.run('EX', () => this.replayAndFree(slot, why), {
+        wrap: (fn) => this.h.exclusive(fn),
+        duringRecovery: true,
+      }));
     } finally {
       j.release();
     }

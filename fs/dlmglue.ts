@@ -148,14 +148,19 @@ export class DlmGlue {
         res.cancelling = true;
         this.connection().unlock(res.lksb, LKF.CANCEL);
       }
-      void this.maybeDownconvert(res);
+      this.kick(res);
     },
     onUnlock: (lksb, status) => {
       const res = lksb.owner as LockRes;
       if (res.cancelling) {
         res.cancelling = false;
-        // EBUSY: the grant won; the grant callback already completed the request.
-        if (status === LOCK_STATUS.EBUSY) return;
+        // EBUSY: the grant won; the grant callback already completed the request. Nothing
+        // was sent while the cancel was in flight (the lock manager refuses that): now go on.
+        if (status === LOCK_STATUS.EBUSY) {
+          res.wake();
+          this.kick(res);
+          return;
+        }
       }
       const w = res.grantWaiter;
       res.grantWaiter = null;
@@ -199,6 +204,15 @@ export class DlmGlue {
     return heldHere.run([...(heldHere.getStore() ?? []), held.res], fn);
   }
 
+  /**
+   * Runs fn with a set of held locks it grows as it goes (locks taken lazily, one
+   * operation's inode locks: fs/inode-locks.ts): `record` adds one to the order check.
+   */
+  collecting<T>(fn: (record: (h: LockHandle) => void) => Promise<T>): Promise<T> {
+    const held = [...(heldHere.getStore() ?? [])];
+    return heldHere.run(held, () => fn((h) => void held.push(h.res)));
+  }
+
   /** Takes `mode` on a resource: from the cache when held, else from the stack. */
   /**
    * o.local: the resource is brand new (its name holds a generation nobody can know yet, as
@@ -207,17 +221,20 @@ export class DlmGlue {
    */
   async lock(res: LockRes, mode: 'PR' | 'EX', o: { noqueue?: boolean; local?: boolean } = {}): Promise<LockHandle> {
     const held = heldHere.getStore();
-    if (held) assertLockOrder(held, res);
+    // A try (NOQUEUE) cannot deadlock, whatever is held: it is how locks out of order are taken.
+    if (held && !o.noqueue) assertLockOrder(held, res);
     for (let round = 0; ; round++) {
       if (round > 1_000_000) throw new Error(`assertion: lock ${res.name} never settled`);
-      if (res.busy) {
+      if (res.busy || res.cancelling) {
+        // A request of ours is in flight and may wait on a node that waits on us: do not wait behind it.
+        if (o.noqueue && res.upconverting !== null) throw new FsError('EAGAIN');
         await res.changed();
         continue;
       }
       // BLOCKED: defer to a node already waiting for a level this hold would keep from it.
       if (!mayContinue(res.blocking, mode)) {
         if (o.noqueue) throw new FsError('EAGAIN');
-        void this.maybeDownconvert(res);
+        this.kick(res);
         await res.changed();
         continue;
       }
@@ -240,7 +257,7 @@ export class DlmGlue {
         return this.hold(res, mode);
       }
       // Cancelled or refused: give way now if someone asked meanwhile.
-      if (res.blocking !== null) void this.maybeDownconvert(res);
+      if (res.blocking !== null) this.kick(res);
       if (status === LOCK_STATUS.ECANCEL) {
         if (o.noqueue) throw new FsError('EAGAIN');
         continue; // cancelled to break a conversion deadlock: defer, then ask again
@@ -264,14 +281,24 @@ export class DlmGlue {
         else res.holdersPr -= 1;
         if (res.holdersEx < 0 || res.holdersPr < 0) throw new Error(`assertion: ${res.name} holder count below zero`);
         res.wake();
-        if (res.blocking !== null) void this.maybeDownconvert(res);
+        if (res.blocking !== null) this.kick(res);
       },
     };
   }
 
+  /**
+   * Says what went wrong when a downconvert nobody awaits fails (the stack went away, or a
+   * checkpoint failed): the lock stays at its level, and the next release tries again.
+   */
+  onDownconvertError: (name: string, e: Error) => void = (name, e) => process.stderr.write(`o2fs: downconvert of ${name}: ${e.message}\n`);
+
+  private kick(res: LockRes): void {
+    this.maybeDownconvert(res).catch((e: Error) => this.onDownconvertError(res.name, e));
+  }
+
   /** Gives up as much of the level as the blocking node needs, once holders allow it. */
   private async maybeDownconvert(res: LockRes): Promise<void> {
-    if (res.busy || res.blocking === null) return;
+    if (res.busy || res.cancelling || res.blocking === null) return;
     const target = highestCompatible(res.blocking);
     if (MODE_ORDER[res.level] <= MODE_ORDER[target]) {
       res.blocking = null;
@@ -291,7 +318,7 @@ export class DlmGlue {
     // A BAST for a higher level may have come while we converted: it still stands.
     if (mayContinue(res.blocking, res.level)) res.blocking = null;
     res.wake();
-    if (res.blocking !== null) void this.maybeDownconvert(res);
+    if (res.blocking !== null) this.kick(res);
   }
 
   /**
@@ -299,7 +326,7 @@ export class DlmGlue {
    * holds it; a later lock() starts afresh. For per-inode locks whose inode we let go of.
    */
   async drop(res: LockRes): Promise<void> {
-    for (let round = 0; res.busy || res.holdersEx + res.holdersPr > 0; round++) {
+    for (let round = 0; res.busy || res.cancelling || res.holdersEx + res.holdersPr > 0; round++) {
       if (round > 10_000) throw new Error(`assertion: lock ${res.name} never became idle`);
       await res.changed();
     }

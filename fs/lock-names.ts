@@ -5,11 +5,12 @@
 //   S superblock (slot map: mount, unmount, recovery)
 //   R rename (cross-directory directory renames only)
 //   J a slot's journal (held EX by the mounted owner; recovery takes a dead slot's)
-//   M/W/O on parent directories, lower block number first
-//   M/W/O on children
-//   M on allocator inodes (global bitmap, then slot allocators)
-//   then the transaction begins.
-// Today the volume-wide M (on the superblock's block) stands for all M/W locks (fs/cluster.ts).
+//   M per inode, in ascending block number whatever their role (parents, children,
+//     allocators, orphan directories): an operation takes them as it reads inodes, waits
+//     only for one above all it holds, and only tries the others (fs/inode-locks.ts)
+//   W (not used yet: M covers file data too)
+//   O open locks
+// Transactions run inside the M scope; they commit before it lets go.
 // P (orphan scan) and F (flock) stand apart: taken holding nothing. fs/dlmglue.ts asserts it.
 export const LOCK_TYPE = {
   super: 'S',

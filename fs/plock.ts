@@ -1,7 +1,7 @@
 // POSIX (fcntl) record locks for cluster mounts (issue 6 item 5: OCFS2 keeps them node-local
 // on o2cb; o2fs makes them cluster-wide). The table of one inode's record locks lives ON THE
-// INODE, in the hidden xattr `trusted.o2fs.plocks`, and is read and changed under the meta
-// lock like any metadata: every node sees the same table, and a change is one journaled
+// INODE, in the hidden xattr `trusted.o2fs.plocks`, and is read and changed under the inode's
+// M lock like any metadata: every node sees the same table, and a change is one journaled
 // transaction. Local mounts leave record locks to the kernel (no table is ever written).
 //
 // An entry belongs to one lock owner of one mount: (slot, the slot's mount generation, the

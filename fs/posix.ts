@@ -94,7 +94,7 @@ export class PosixFs implements FuseOps {
     this.flocks = new FlockTable(m.glue);
     m.inUseLocally = (blkno) => this.inUse(blkno);
     // The orphan scan and recovery change metadata outside any request: they must exclude
-    // this node's requests as a change does (after the meta lock, as run() orders them).
+    // this node's requests as a change does (before any inode lock, as run() orders them).
     m.exclusive = (fn) => this.lock.write(fn);
     m.invalidateKernel = () => this.invalidateKernel();
     if (m.cluster) {
@@ -109,7 +109,7 @@ export class PosixFs implements FuseOps {
   }
 
   /**
-   * Another node is about to change the volume (fs/cluster.ts: the meta lock drops to NL):
+   * Another node is about to change an inode (fs/inode-locks.ts: its lock drops to NL):
    * before returning, the kernel forgets every attribute it cached and must look every name
    * up again (both notifications cannot block). Then, in the background and never awaited,
    * each name it holds is dropped outright (FUSE_NOTIFY_INVAL_ENTRY may wait in the kernel
@@ -200,18 +200,16 @@ export class PosixFs implements FuseOps {
     };
     const cluster = this.m.cluster;
     if (!cluster) return write ? this.lock.write(body) : this.lock.read(body);
-    // Not even the lock for a change a read-only mount would refuse.
+    // Not even the locks for a change a read-only mount would refuse.
     if (write) this.m.assertWritable();
-    // Cluster mount: the meta lock around everything (fs/cluster.ts), and the open locks of
-    // inodes this operation hands to the kernel taken before the reply.
-    const meta = await cluster.lockMeta(write);
-    try {
-      const result = await this.m.glue.holding(meta, () => (write ? this.lock.write(body) : this.lock.read(body)));
+    // Cluster mount: each inode's lock as the operation first reads it (fs/inode-locks.ts;
+    // the operation may start over), and the open locks of inodes it hands to the kernel
+    // taken before the reply. This node's own requests exclude each other first.
+    return cluster.locks.run(write ? 'EX' : 'PR', async () => {
+      const result = await body();
       await cluster.flushOpens();
       return result;
-    } finally {
-      meta.release();
-    }
+    }, { wrap: write ? (f) => this.lock.write(f) : (f) => this.lock.read(f) });
   }
 
   private onError(e: unknown): unknown {
@@ -257,7 +255,7 @@ export class PosixFs implements FuseOps {
 
   /**
    * The reply that hands the kernel `i` under `name` in `parent`: counts the lookup and, on a
-   * cluster, takes the open lock and remembers the name. Called under the meta lock.
+   * cluster, takes the open lock and remembers the name. Called under the inode's lock.
    */
   private entry(i: Inode, parent: number, name: Buffer, created = false): Entry {
     this.countLookup(i, parent, name, created);
@@ -406,8 +404,8 @@ export class PosixFs implements FuseOps {
   private async remove(a: NameArgs, dir: boolean): Promise<void> {
     await this.run(true, async (tx) => {
       const i = await unlinkName(tx, await this.dirInode(tx, a.parent), a.name, dir);
-      this.kernelNames.remove(a.parent, a.name);
       if (i.links === 0) await this.lastLinkGone(tx, i);
+      this.kernelNames.remove(a.parent, a.name);
     });
   }
 
@@ -417,8 +415,8 @@ export class PosixFs implements FuseOps {
       const from = await this.dirInode(tx, a.parent);
       const to = a.newParent === a.parent ? from : await this.dirInode(tx, a.newParent);
       const r = await renameNode(tx, this.m.ctx, from, a.name, to, a.newName, a.flags);
-      this.kernelNames.rename(a.parent, a.name, a.newParent, a.newName, (a.flags & 2) !== 0);
       if (r.replaced && r.replaced.links === 0) await this.lastLinkGone(tx, r.replaced);
+      this.kernelNames.rename(a.parent, a.name, a.newParent, a.newName, (a.flags & 2) !== 0);
     });
   }
 
@@ -554,7 +552,7 @@ export class PosixFs implements FuseOps {
       if (a.offsetBytes + a.data.length > 2 ** 32 * this.m.vol.geo.clusterSize) throw new FsError('EFBIG');
       if (a.writeFlags & WRITE_KILL_SUIDGID) await this.killPrivs(tx, i);
       // On a cluster mount the kernel's idea of the size (its O_APPEND offset) may be
-      // another node's past: append at the size under the meta lock instead.
+      // another node's past: append at the size under the inode's lock instead.
       const offsetBytes = this.m.cluster && a.flags & O_APPEND ? i.size : a.offsetBytes;
       await writeFile(tx, this.m.ctx, i, offsetBytes, a.data);
       this.touch(i, { m: true, c: true });
@@ -577,7 +575,7 @@ export class PosixFs implements FuseOps {
     return { slot: this.m.slot, generation: this.m.mountGeneration, owner };
   }
 
-  /** The inode's table and a liveness test, read under the meta lock. */
+  /** The inode's table and a liveness test, read under the inode's lock. */
   private async plockTable(tx: Transaction, i: Inode): Promise<{ list: Plock[]; live: (o: PlockOwner) => boolean }> {
     let list: Plock[] = [];
     try {
@@ -794,6 +792,7 @@ export class PosixFs implements FuseOps {
 
   async readdir(_ctx: RequestContext, a: ReaddirArgs, out: DirFiller<DirEntry>): Promise<void> {
     await this.run(false, async (tx) => {
+      out.reset(); // a cluster mount's operation may start over
       const dir = await this.dirInode(tx, a.ino);
       if (a.offset < 1 && !out.add({ ino: this.inoOf(dir.blkno), offset: 1, mode: S_IFDIR, name: '.' })) return;
       if (a.offset < 2 && !out.add({ ino: this.inoOf(dir.parentBlkno), offset: 2, mode: S_IFDIR, name: '..' })) return;
@@ -811,21 +810,29 @@ export class PosixFs implements FuseOps {
 
   async readdirplus(_ctx: RequestContext, a: ReaddirArgs, out: DirFiller<DirEntryPlus>): Promise<void> {
     await this.run(false, async (tx) => {
+      // A cluster mount's operation may start over at any inode read: the reply is reset,
+      // and lookups are counted only once every inode is read.
+      out.reset();
+      const counted: Array<{ child: Inode; name: Buffer }> = [];
       const dir = await this.dirInode(tx, a.ino);
       const noLookup = (i: Inode): Entry => ({ ino: this.inoOf(i.blkno), generation: i.generation, attr: this.attr(i), entryTimeoutMs: this.entryTimeoutMs(), attrTimeoutMs: this.o.attrTimeoutMs });
-      if (a.offset < 1 && !out.add({ entry: noLookup(dir), offset: 1, name: '.' })) return;
-      if (a.offset < 2 && !out.add({ entry: noLookup(await tx.getInode(dir.parentBlkno)), offset: 2, name: '..' })) return;
-      let after = Math.max(a.offset, 2);
-      for (;;) {
-        const batch = await dirReaddir(tx, dir, after, READDIR_BATCH);
-        if (batch.length === 0) return;
-        for (const e of batch) {
-          const child = await tx.getInode(e.ino);
-          if (!out.add({ entry: noLookup(child), offset: e.cookie, name: e.name })) return;
-          this.countLookup(child, a.ino, e.name);
-          after = e.cookie;
+      const fill = async (): Promise<void> => {
+        if (a.offset < 1 && !out.add({ entry: noLookup(dir), offset: 1, name: '.' })) return;
+        if (a.offset < 2 && !out.add({ entry: noLookup(await tx.getInode(dir.parentBlkno)), offset: 2, name: '..' })) return;
+        let after = Math.max(a.offset, 2);
+        for (;;) {
+          const batch = await dirReaddir(tx, dir, after, READDIR_BATCH);
+          if (batch.length === 0) return;
+          for (const e of batch) {
+            const child = await tx.getInode(e.ino);
+            if (!out.add({ entry: noLookup(child), offset: e.cookie, name: e.name })) return;
+            counted.push({ child, name: e.name });
+            after = e.cookie;
+          }
         }
-      }
+      };
+      await fill();
+      for (const { child, name } of counted) this.countLookup(child, a.ino, name);
     });
   }
 

@@ -25,7 +25,7 @@ export async function readSlotMap(tx: Transaction): Promise<SlotRecord[]> {
 
 /**
  * The slot map as on disk now, not as cached: for readers that do not hold S (a cluster
- * mount asking which mounts are alive while it holds only the meta lock).
+ * mount asking which mounts are alive while it holds only inode locks).
  */
 export async function readSlotMapFresh(tx: Transaction): Promise<SlotRecord[]> {
   const first = await firstBlock(tx);

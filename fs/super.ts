@@ -19,6 +19,7 @@ import { Journal } from './journal';
 import { recoverSlot } from './recovery';
 import { HeartbeatWriter, nodeIsAlive } from './heartbeat-lite';
 import { ClusterState } from './cluster';
+import { InodeLocks, uncoveredInodes } from './inode-locks';
 import { randomInt } from 'node:crypto';
 
 
@@ -109,7 +110,26 @@ export class MountedVolume {
     });
     glue.attach(conn);
     const clustered = conn.stack !== 'local';
+    // Cluster mounts lock each inode they read or change (fs/inode-locks.ts).
+    let mounted: MountedVolume | null = null;
+    const locks = clustered ? new InodeLocks(glue, {
+      checkpoint: async () => {
+        const j = vol.journal;
+        if (!j) return;
+        await j.commit();
+        await j.checkpoint();
+      },
+      invalidate: () => {
+        vol.dropCaches();
+        mounted?.invalidateKernel();
+      },
+      log,
+    }) : null;
     try {
+      if (locks) {
+        locks.setUncovered(await uncoveredInodes(vol));
+        vol.inodeGuard = locks;
+      }
       const superRes = glue.resource(lockName(LOCK_TYPE.super, SUPERBLOCK_BLKNO));
       const held = await glue.lock(superRes, 'EX');
       let slot = 0;
@@ -127,7 +147,8 @@ export class MountedVolume {
           slot = pickSlot(slots, conn.thisNode, o.preferredSlot);
           // Our slot may hold what a crash left: journal, truncate log, local alloc, orphans.
           const slotCtx: AllocContext = { slot, inodeAllocBlkno: await vol.systemInode(slotFileName(SYSFILE.inodeAlloc, slot)), extentAllocBlkno: await vol.systemInode(slotFileName(SYSFILE.extentAlloc, slot)) };
-          await recoverSlot(vol, slot, slotCtx, { log });
+          if (locks) await locks.run('EX', () => recoverSlot(vol, slot, slotCtx, { log }), { duringRecovery: true });
+          else await recoverSlot(vol, slot, slotCtx, { log });
           journal = await Journal.open(vol, slot);
           vol.journal = journal;
           if (!clustered) heartbeat = await HeartbeatWriter.start(vol, conn.thisNode);
@@ -155,14 +176,14 @@ export class MountedVolume {
         extentAllocBlkno: await vol.systemInode(slotFileName(SYSFILE.extentAlloc, slot)),
       };
       const m = new MountedVolume(vol, glue, conn, slot, ctx, await vol.systemInode(slotFileName(SYSFILE.orphanDir, slot)), { ...o, log });
+      mounted = m;
       m.journal = journal;
       m.mountGeneration = mountGeneration;
       m.heartbeat = heartbeat;
       if (clustered) {
         const cluster = new ClusterState({
-          vol, glue, thisNode: conn.thisNode, slot, journal: () => m.journal, inUseLocally: (b) => m.inUseLocally(b), log,
+          vol, glue, locks: locks!, thisNode: conn.thisNode, slot, journal: () => m.journal, inUseLocally: (b) => m.inUseLocally(b), log,
           exclusive: (fn) => m.exclusive(fn),
-          invalidateKernel: () => m.invalidateKernel(),
           readOnly: o.readOnly === true,
         });
         m.cluster = cluster;
@@ -251,12 +272,10 @@ export class MountedVolume {
         await this.releaseOrphans(() => true);
         // Recoveries of dead nodes this node has heard of finish first (they need S).
         await this.cluster?.waitRecoveries(UNMOUNT_RECOVERY_WAIT_MS);
+        // Holding S, no recovery can start; one that becomes pending now is left to the
+        // survivors or the next mount. The inode locks we cache stay ours until the stack
+        // connection closes, after the journal's last checkpoint.
         const held = await this.glue.lock(this.superLock, 'EX');
-        // The meta lock too (S before M): our journal's last commit and checkpoint must not
-        // race another node's change of the same blocks. Holding S, no recovery can start;
-        // one that becomes pending now is left to the survivors or the next mount.
-        const cluster = this.cluster;
-        const meta = cluster ? await this.glue.holding(held, () => cluster.lockMeta(true, { duringRecovery: true })) : null;
         try {
           // The slot map changes under S only: a cached copy may be older than that.
           if (this.cluster) this.vol.dropCaches();
@@ -267,9 +286,8 @@ export class MountedVolume {
           // Everything else first: a clean slot must mean a clean journal.
           await this.journal?.shutdown();
           await tx.commit({ inPlace: true });
-          cluster?.releaseJournal();
+          this.cluster?.releaseJournal();
         } finally {
-          meta?.release();
           held.release();
         }
         await this.heartbeat?.stop();

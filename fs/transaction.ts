@@ -1,7 +1,8 @@
 // The transaction API: every metadata change is made on block images held by a
 // Transaction and reaches the disk at commit, all together. Today commit writes the blocks
 // in place and flushes; the per-slot journal (issue 4) goes between commit and the device
-// without changing this API. Locks are taken before a transaction starts (DESIGN.md §4).
+// without changing this API. On a cluster mount each inode's lock is taken as the transaction
+// first reads it, or changes it (Volume.inodeGuard, fs/inode-locks.ts).
 //
 // Blocks are changed as decoded objects: a get hands out a private copy, a put records a copy
 // of the object as it is then, and each changed block is encoded and checksummed once, at
@@ -168,6 +169,10 @@ export class Transaction {
       if (mine.codec !== codec) throw new CorruptionError(blkno, `read as ${codec.signature}, but this transaction changed it as ${mine.codec.signature}`);
       return codec.clone(mine.obj as T);
     }
+    if (codec === INODE && this.vol.inodeGuard) {
+      const locking = this.vol.inodeGuard.reading(blkno);
+      if (locking) await locking;
+    }
     const image = await this.read(blkno, codec.signature);
     const known = this.vol.decodedOf(blkno, image) as Decoded<T> | undefined;
     if (known && known.codec === codec) {
@@ -233,6 +238,17 @@ export class Transaction {
    */
   async commit(opts: { durable?: boolean; inPlace?: boolean } = {}): Promise<void> {
     this.assertOpen();
+    const guard = this.vol.inodeGuard;
+    if (guard) {
+      // Cluster mount: every inode changed must be ours at EX (a new one is locked here).
+      for (const m of [this.changed, this.encoded]) {
+        for (const [blkno, d] of m) {
+          if (d.codec !== INODE) continue;
+          const locking = guard.writing(blkno);
+          if (locking) await locking;
+        }
+      }
+    }
     for (const blkno of [...this.changed.keys()]) this.encodeChanged(blkno);
     this.done = true;
     for (const b of this.freed) this.vol.forget(b);

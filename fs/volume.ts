@@ -19,8 +19,20 @@ export interface MountJournal {
   /** Clusters freed by transactions not yet durable: the allocator must not hand them out. */
   pendingFrees(): ReadonlyArray<{ startCluster: number; clusters: number }>;
   commit(): Promise<boolean>;
+  /** Writes everything committed in place and empties the log. */
+  checkpoint(): Promise<void>;
   readonly runningBlocks: number;
   readonly runningLimit: number;
+}
+
+/**
+ * What a cluster mount asks of transactions (fs/inode-locks.ts implements it): the lock of
+ * each inode before it is read, and at EX before a change to it commits. Either may
+ * return a promise to wait for, or throw to make the operation start over.
+ */
+export interface InodeGuard {
+  reading(blkno: number): Promise<void> | undefined;
+  writing(blkno: number): Promise<void> | undefined;
 }
 
 export interface Geometry {
@@ -100,6 +112,8 @@ export class Volume {
    * holds the newest images of blocks not yet written in place.
    */
   journal: MountJournal | null = null;
+  /** Set on cluster mounts: the per-inode locks transactions must hold. */
+  inodeGuard: InodeGuard | null = null;
 
   constructor(dev: BlockDevice, sb: Superblock, readOnly: boolean) {
     this.dev = dev;

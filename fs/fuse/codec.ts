@@ -742,6 +742,12 @@ export class DirentPacker {
     return this.count_;
   }
 
+  /** Forgets every entry added (an operation that starts over adds them again). */
+  reset(): void {
+    this.usedBytes = 0;
+    this.count_ = 0;
+  }
+
   addDirent(ino: number, nextOffset: number, type: number, name: Buffer): boolean {
     checkDirent(name, nextOffset);
     const recBytes = recAlign(Dirent.size + name.length);

@@ -254,12 +254,14 @@ function readdirHandler(plus: boolean): Handler {
       if (!env.ops.readdirplus) missing('readdirplus');
       const filler: DirFiller<DirEntryPlus> = {
         add: (e) => packer.addDirentPlus(env.noKernelCache ? { ...e.entry, entryTimeoutMs: 0, attrTimeoutMs: 0 } : e.entry, e.offset, nameBuffer(e.name)),
+        reset: () => packer.reset(),
       };
       await env.ops.readdirplus(ctx, args, filler);
     } else {
       if (!env.ops.readdir) missing('readdir');
       const filler: DirFiller<DirEntry> = {
         add: (e) => packer.addDirent(e.ino, e.offset, direntType(e.mode), nameBuffer(e.name)),
+        reset: () => packer.reset(),
       };
       await env.ops.readdir(ctx, args, filler);
     }

@@ -125,7 +125,10 @@ export interface DirEntryPlus {
  * nothing) once the buffer is full: stop there, and count lookups only for entries accepted.
  */
 export interface DirFiller<T> {
+  /** Adds an entry; false when the reply is full. */
   add(entry: T): boolean;
+  /** Forgets every entry added so far (the operation starts over, as a cluster mount's may). */
+  reset(): void;
 }
 
 export interface StatFs {

@@ -78,7 +78,7 @@ function namespaceKey(names: Map<string, number>): string {
 
 async function listTree(fs: PosixFs, ino: number, prefix: string, out: Map<string, { ino: number; dir: boolean }>): Promise<void> {
   const entries: Array<{ ino: number; name: string; mode: number }> = [];
-  await fs.readdir(ctx(), { ino, fh: 0, offset: 0, sizeBytes: 1 << 20 }, { add: (e) => (entries.push({ ino: e.ino, name: e.name.toString(), mode: e.mode }), true) });
+  await fs.readdir(ctx(), { ino, fh: 0, offset: 0, sizeBytes: 1 << 20 }, { add: (e) => (entries.push({ ino: e.ino, name: e.name.toString(), mode: e.mode }), true), reset: () => void entries.splice(0) });
   for (const e of entries) {
     if (e.name === '.' || e.name === '..' || (prefix === '' && e.name === 'lost+found')) continue;
     const p = `${prefix}/${e.name}`;

@@ -1,0 +1,241 @@
+// Per-inode metadata locks (M) on cluster mounts, taken as an operation reads inodes.
+//
+// What an M lock covers: the inode's block and every block reached through it (extent,
+// directory and xattr blocks; an allocator's group descriptors and bitmaps). PR to read
+// them, EX to change them; file data too, since reads and writes find it through the
+// extent tree. Files no M lock covers (`uncovered`): the slot map (S), each slot's journal,
+// local alloc and truncate log (that slot's journal lock J: only its owner and its
+// recovery touch them), the system directory and the heartbeat file (written by mkfs only).
+//
+// Which inodes an operation touches is known only as it runs (a lookup finds the child in
+// the parent's directory; an allocation finds the allocator it needs), so a Transaction
+// asks for the lock of each inode it reads (Volume.inodeGuard -> reading()) and of each it
+// changes (writing(); a new inode is changed before anyone could read it). Each operation
+// runs in a scope (run()): every lock it takes stays held until it ends, all at the scope's
+// mode (EX for changes, PR for reads), so operations are serializable across the cluster
+// (strict two-phase locking), and the journal's checkpoint on downconvert (below) makes
+// what an operation committed visible to the next holder.
+//
+// Deadlocks: locks are waited for only in ascending block number (lock-names.ts: one rank,
+// ascending name order). A lock that sorts below one the scope holds, or wanted while the
+// scope holds a lock of a later rank (an open lock, pin()), is only tried (NOQUEUE); if it
+// is busy the operation gives up everything it holds (Restart) and starts over, first
+// taking, in order, every lock it has learned it needs. The set only grows, so an
+// operation starts over at most once per lock it needs. Operations must therefore be
+// free of effects outside their transaction until their last inode read (the replies they
+// build come last); a readdir's reply buffer is reset on each start.
+//
+// Downconverts: before a lock gives up EX the journal is committed and checkpointed (what
+// we changed under it is in place); before it drops to NL every cache that might hold
+// what it covers is emptied (the block cache, the kernel's names and attributes). Both
+// are for the whole volume, not the one inode: correct, and simple, at the price of
+// re-reading after each hand-off.
+//
+// Recovery: from the stack's word that a node died until its slot is recovered, no lock is
+// taken (the dead node's journal may hold what the disk does not say yet). A scope that
+// holds locks and would take another, or is granted one meanwhile, starts over and waits.
+import { AsyncLocalStorage } from 'node:async_hooks';
+import { DlmGlue, LockHandle, LockRes } from './dlmglue';
+import { FsError } from './errors';
+import { SYSFILE, slotFileName } from './format/constants';
+import { LOCK_TYPE, lockName } from './lock-names';
+import type { Volume } from './volume';
+
+/** Thrown inside a scope: give up every lock and start the operation over. */
+export class Restart extends Error {
+  constructor(readonly blkno: number | null, why: string) {
+    super(`operation starts over: ${why}`);
+  }
+}
+
+/** The inodes no M lock covers (the top of this file says what covers them instead). */
+export async function uncoveredInodes(vol: Volume): Promise<number[]> {
+  const out = [vol.sb.systemDirBlkno, await vol.systemInode(SYSFILE.slotMap), await vol.systemInode(SYSFILE.heartbeat)];
+  for (let slot = 0; slot < vol.sb.maxSlots; slot++) {
+    for (const kind of [SYSFILE.journal, SYSFILE.localAlloc, SYSFILE.truncateLog] as const) out.push(await vol.systemInode(slotFileName(kind, slot)));
+  }
+  return out;
+}
+
+export interface InodeLocksHost {
+  /** Commits and checkpoints this node's journal: the disk says what we changed. */
+  checkpoint(): Promise<void>;
+  /** An inode lock drops to NL: forget every cached block and kernel name and attribute. */
+  invalidate(): void;
+  log(line: string): void;
+}
+
+type Mode = 'PR' | 'EX';
+
+interface Scope {
+  readonly mode: Mode;
+  readonly duringRecovery: boolean;
+  readonly held: Map<number, LockHandle>;
+  /** Highest block number held (locks are waited for only above it). */
+  top: number;
+  /** >0 while the scope holds a lock of a later rank (pin()): M locks are only tried. */
+  pinned: number;
+  /** Acquisitions run one at a time: each decides "wait or try" on what is held. */
+  chain: Promise<void>;
+  /** Records a lock in dlmglue's lock-order check. */
+  record: (h: LockHandle) => void;
+}
+
+const scopes = new AsyncLocalStorage<Scope>();
+
+/** How many times one operation may start over before it is a bug (a lock it never gets). */
+const RESTARTS_MAX = 10_000;
+
+export interface RunOptions {
+  /** Runs each attempt inside this (the caller's node-local lock: taken before any M lock). */
+  wrap?: <T>(fn: () => Promise<T>) => Promise<T>;
+  /** This is the recovery of a dead slot: it does not wait for itself. */
+  duringRecovery?: boolean;
+}
+
+export class InodeLocks {
+  /** Inodes covered by other locks (see the top of this file). */
+  private readonly uncovered = new Set<number>();
+  /** Nodes the stack declared dead whose slots are not recovered yet. */
+  private readonly pending = new Set<number>();
+  private pendingWaiters: Array<() => void> = [];
+  /** Starts over, for tests and the bench. */
+  restarts = 0;
+
+  constructor(private readonly glue: DlmGlue, private readonly host: InodeLocksHost) {}
+
+  setUncovered(blknos: Iterable<number>): void {
+    this.uncovered.clear();
+    for (const b of blknos) this.uncovered.add(b);
+  }
+
+  /**
+   * Runs fn as one operation holding `mode` on every inode it reads or changes; starts it
+   * over (from scratch: fn must not have effects outside its transaction until its last
+   * inode read) when a lock out of order is busy or a node dies meanwhile.
+   */
+  async run<T>(mode: Mode, fn: () => Promise<T>, o: RunOptions = {}): Promise<T> {
+    if (scopes.getStore()) throw new Error('assertion: inode lock scopes do not nest');
+    const learned = new Set<number>();
+    const wrap = o.wrap ?? (<U>(f: () => Promise<U>): Promise<U> => f());
+    for (let attempt = 1; ; attempt++) {
+      if (attempt > RESTARTS_MAX) throw new Error(`assertion: an operation started over ${RESTARTS_MAX} times`);
+      if (!o.duringRecovery) await this.recoveryDone();
+      try {
+        return await wrap(() => this.attempt(mode, fn, learned, o.duringRecovery === true));
+      } catch (e) {
+        if (!(e instanceof Restart)) throw e;
+        this.restarts += 1;
+        if (e.blkno !== null) learned.add(e.blkno);
+      }
+    }
+  }
+
+  private attempt<T>(mode: Mode, fn: () => Promise<T>, learned: Set<number>, duringRecovery: boolean): Promise<T> {
+    return this.glue.collecting(async (record) => {
+      const s: Scope = { mode, duringRecovery, held: new Map(), top: -1, pinned: 0, chain: Promise.resolve(), record };
+      try {
+        return await scopes.run(s, async () => {
+          for (const b of [...learned].sort((x, y) => x - y)) await this.take(s, b);
+          return fn();
+        });
+      } catch (e) {
+        // What it held, it needs: the next attempt takes all of it first, in order.
+        if (e instanceof Restart) for (const b of s.held.keys()) learned.add(b);
+        throw e;
+      } finally {
+        for (const h of s.held.values()) h.release();
+      }
+    });
+  }
+
+  /** A transaction is about to read inode `blkno`: the scope must hold its lock. */
+  reading(blkno: number): Promise<void> | undefined {
+    if (this.uncovered.has(blkno)) return undefined;
+    const s = scopes.getStore();
+    if (!s) throw new Error(`assertion: inode ${blkno} read outside an inode lock scope`);
+    if (s.held.has(blkno)) return undefined;
+    return this.enqueue(s, blkno);
+  }
+
+  /** A transaction is about to commit a change of inode `blkno`: the scope must hold it at EX. */
+  writing(blkno: number): Promise<void> | undefined {
+    if (this.uncovered.has(blkno)) return undefined;
+    const s = scopes.getStore();
+    if (!s) throw new Error(`assertion: inode ${blkno} changed outside an inode lock scope`);
+    if (s.mode !== 'EX') throw new Error(`assertion: inode ${blkno} changed in a read-only (PR) scope`);
+    if (s.held.has(blkno)) return undefined;
+    return this.enqueue(s, blkno);
+  }
+
+  /** Runs fn while the scope holds a lock of a later rank (an open lock): M locks are only tried. */
+  async pin<T>(fn: () => Promise<T>): Promise<T> {
+    const s = scopes.getStore();
+    if (!s) return fn();
+    s.pinned += 1;
+    try {
+      return await fn();
+    } finally {
+      s.pinned -= 1;
+    }
+  }
+
+  private enqueue(s: Scope, blkno: number): Promise<void> {
+    const p = s.chain.then(() => (s.held.has(blkno) ? undefined : this.take(s, blkno)));
+    s.chain = p.catch(() => undefined);
+    return p;
+  }
+
+  private async take(s: Scope, blkno: number): Promise<void> {
+    if (!s.duringRecovery && this.pending.size > 0) throw new Restart(blkno, 'a node died');
+    const res = this.resource(blkno);
+    const wait = blkno > s.top && s.pinned === 0;
+    let h: LockHandle;
+    try {
+      h = await this.glue.lock(res, s.mode, { noqueue: !wait });
+    } catch (e) {
+      if (!wait && e instanceof FsError && e.errno === 'EAGAIN') throw new Restart(blkno, `inode ${blkno} is busy`);
+      throw e;
+    }
+    s.held.set(blkno, h);
+    s.top = Math.max(s.top, blkno);
+    s.record(h);
+    // Granted once DLM recovery freed what the dead node held: not ours to read yet.
+    if (!s.duringRecovery && this.pending.size > 0) throw new Restart(null, 'a node died');
+  }
+
+  private resource(blkno: number): LockRes {
+    return this.glue.resource(lockName(LOCK_TYPE.meta, blkno), {
+      onDownconvert: async (to) => {
+        await this.host.checkpoint();
+        if (to === 'NL') this.host.invalidate();
+      },
+    });
+  }
+
+  // --- recovery of dead nodes ----------------------------------------------------------------
+
+  /** The stack says `node` died: no lock is taken until recovered(node). */
+  nodeDown(node: number): boolean {
+    if (this.pending.has(node)) return false;
+    this.pending.add(node);
+    return true;
+  }
+
+  recovered(node: number): void {
+    this.pending.delete(node);
+    if (this.pending.size > 0) return;
+    const w = this.pendingWaiters;
+    this.pendingWaiters = [];
+    for (const f of w) f();
+  }
+
+  get pendingNodes(): number[] {
+    return [...this.pending];
+  }
+
+  recoveryDone(): Promise<void> {
+    if (this.pending.size === 0) return Promise.resolve();
+    return new Promise((resolve) => this.pendingWaiters.push(resolve));
+  }
+}
