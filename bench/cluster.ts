@@ -25,6 +25,8 @@
 //   3. One node writing a BENCH_SPLIT_MB (256) MiB file in 1 MiB writes, against nodes 0 and
 //      1 each writing one half of another such file at the same time (fsync before close
 //      on each). MB/s for both and the ratio two/one. Both files are verified on node 2.
+//      Then the same two ways again as overwrites of the written file (no allocation, no
+//      size change: the writers hold the inode lock at PR and their ranges' extent locks).
 //   4. Failover: node 2 writing in a loop, kill -9 of node 2 (its o2cbd and mount server;
 //      its FUSE connection aborted); the time until a write on node 0 completes, target
 //      <= 10 s. BENCH_FAILOVERS (1) rounds; node 2 restarts and remounts between rounds.
@@ -360,6 +362,9 @@ interface Split {
   ratio: number;
   node0_half_s: number;
   node1_half_s: number;
+  overwrite_one_node_MBps: number;
+  overwrite_two_nodes_MBps: number;
+  overwrite_ratio: number;
 }
 
 async function split(mp0: string, mp1: string, reader: string): Promise<Split> {
@@ -385,10 +390,21 @@ async function split(mp0: string, mp1: string, reader: string): Promise<Split> {
   const twoMs = performance.now() - t0;
   log(`split: two nodes ${twoMs.toFixed(0)} ms (node 0 done after ${halfMs[0].toFixed(0)} ms, node 1 after ${halfMs[1].toFixed(0)} ms)`);
   await step('verify of the two-node file', readAndVerify(path.join(reader, file), SPLIT_MB, block));
+
+  // Overwrites of the written file: one node the whole of it, then two nodes a half each.
+  t0 = performance.now();
+  await step('one node overwriting the whole file', writeRange(path.join(mp0, file), 'r+', 0, SPLIT_MB, block));
+  const oneOverMs = performance.now() - t0;
+  t0 = performance.now();
+  await step('two nodes overwriting halves', Promise.all([mp0, mp1].map((mp, i) => writeRange(path.join(mp, file), 'r+', i * half, half, block))));
+  const twoOverMs = performance.now() - t0;
+  log(`split: overwrite by one node ${oneOverMs.toFixed(0)} ms, by two nodes ${twoOverMs.toFixed(0)} ms`);
+  await step('verify of the overwritten file', readAndVerify(path.join(reader, file), SPLIT_MB, block));
   await step('unlink of the two-node file', fsp.unlink(path.join(mp0, file)));
   return {
     one_node_MBps: mbps(oneMs), two_nodes_MBps: mbps(twoMs), ratio: oneMs / twoMs,
     node0_half_s: halfMs[0] / 1000, node1_half_s: halfMs[1] / 1000,
+    overwrite_one_node_MBps: mbps(oneOverMs), overwrite_two_nodes_MBps: mbps(twoOverMs), overwrite_ratio: oneOverMs / twoOverMs,
   };
 }
 
@@ -579,6 +595,12 @@ async function main(): Promise<void> {
         await new Promise((r) => setTimeout(r, ORPHAN_SCAN_MS + 2_000));
         clean = (await unmount(mounts[0])) && clean;
       }
+      for (const [i, m] of mounts.entries()) {
+        for (const what of ['requests served:', 'cluster locks:']) {
+          const stats = m?.stderr().split('\n').filter((l) => l.includes(what)).pop();
+          if (stats) log(`node ${i}: ${stats.slice(stats.indexOf(what))}`);
+        }
+      }
       const fsck = cl.world.exec(0, process.execPath, [FSCK, '-n', cl.world.sharedDisk], { env: nodeEnv(), timeoutMs: 180_000 });
       fsckStatus = fsck.status;
       fsckOk = fsck.status === 0;
@@ -625,6 +647,9 @@ async function main(): Promise<void> {
       out(`   one node, whole file          ${v.one_node_MBps.toFixed(1).padStart(8)} MB/s`);
       out(`   nodes 0+1, one half each      ${v.two_nodes_MBps.toFixed(1).padStart(8)} MB/s   (node 0 done at ${v.node0_half_s.toFixed(1)} s, node 1 at ${v.node1_half_s.toFixed(1)} s)`);
       out(`   ratio two/one                 ${v.ratio.toFixed(2).padStart(8)}x`);
+      out(`   overwrite, one node           ${v.overwrite_one_node_MBps.toFixed(1).padStart(8)} MB/s`);
+      out(`   overwrite, nodes 0+1 halves   ${v.overwrite_two_nodes_MBps.toFixed(1).padStart(8)} MB/s`);
+      out(`   overwrite ratio two/one       ${v.overwrite_ratio.toFixed(2).padStart(8)}x`);
     } else {
       out(`   ${failed(sp)}`);
     }

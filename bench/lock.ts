@@ -29,6 +29,10 @@ function quantile(sorted: number[], q: number): number {
 
 function report(label: string, samplesMs: number[], wallMs: number): void {
   const s = [...samplesMs].sort((a, b) => a - b);
+  if (s.length === 0) {
+    console.log(`${label.padEnd(10)} not run`);
+    return;
+  }
   const fmt = (ms: number): string => (ms < 1 ? `${(ms * 1000).toFixed(1)} us` : `${ms.toFixed(2)} ms`);
   console.log(`${label.padEnd(10)} n=${String(s.length).padStart(6)}  median ${fmt(quantile(s, 0.5)).padStart(10)}  p99 ${fmt(quantile(s, 0.99)).padStart(10)}  ${((s.length / wallMs) * 1000).toFixed(0).padStart(8)} ops/s`);
 }

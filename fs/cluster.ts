@@ -74,6 +74,8 @@ export class ClusterState {
   private readonly openLocks = new Map<number, LockRes>();
   private readonly pendingOpens = new Set<Promise<void>>();
   private scanTimer: NodeJS.Timeout | null = null;
+  /** The periodic scan in progress (stop() waits for it: it holds locks). */
+  private scanning: Promise<void> | null = null;
   /** The P lock: its value block's first 4 bytes count the periodic scans (little-endian). */
   private readonly scanRes: LockRes;
   /** The count as this node last saw it (-1: not yet). */
@@ -182,7 +184,12 @@ export class ClusterState {
 
   /** Starts the periodic orphan scan. */
   start(ctx: AllocContext): void {
-    this.scanTimer = setInterval(() => void this.periodicScan(ctx).catch((e) => this.h.log(`orphan scan: ${(e as Error).message}`)), ORPHAN_SCAN_MS);
+    this.scanTimer = setInterval(() => {
+      if (this.scanning) return;
+      this.scanning = this.periodicScan(ctx).then(() => undefined, (e) => this.h.log(`orphan scan: ${(e as Error).message}`)).finally(() => {
+        this.scanning = null;
+      });
+    }, ORPHAN_SCAN_MS);
     this.scanTimer.unref();
   }
 
@@ -207,10 +214,12 @@ export class ClusterState {
     return true;
   }
 
-  stop(): void {
+  /** Stops the periodic scan; resolves once a scan in progress has let go of its locks. */
+  async stop(): Promise<void> {
     this.stopped = true;
     if (this.scanTimer) clearInterval(this.scanTimer);
     this.scanTimer = null;
+    await this.scanning;
   }
 
   /** Frees orphans (of every slot) that no node holds open. Returns how many. */

@@ -29,12 +29,12 @@ import {
 const WAIT_MS_MAX = 10 * 60_000;
 
 /**
- * Lock order (lock-names.ts documents it: S < R < J < M < W < O): while holding locks, a chain of calls may only
+ * Lock order (lock-names.ts documents it: S < R < J < M < E < W < O): while holding locks, a chain of calls may only
  * take locks of a later rank; locks of one rank in ascending name (block number) order.
  * S is outermost; F (flock, held across requests) and P are taken holding nothing.
  * Enforced on every lock() made inside DlmGlue.holding(): a violation throws (assertion).
  */
-const RANK: Record<string, number> = { S: 0, R: 1, J: 2, M: 3, W: 4, O: 5 };
+const RANK: Record<string, number> = { S: 0, R: 1, J: 2, M: 3, E: 4, W: 5, O: 6 };
 const APART = new Set(['F', 'P']);
 
 /** The locks the current chain of calls holds (set by DlmGlue.holding). */

@@ -225,6 +225,32 @@ export async function writeFile(tx: Transaction, ctx: AllocContext, ino: Inode, 
     }
   }
   await markWritten(tx, ctx, ino, firstC, lastC - firstC);
+  await writeMapped(tx, ino, offset, data);
+  ino.size = Math.max(ino.size, end);
+  tx.putInode(ino);
+}
+
+/** True when every cluster of bytes [start, end) is allocated and written (not a hole, not unwritten). */
+export async function isWrittenRange(tx: Transaction, ino: Inode, start: number, end: number): Promise<boolean> {
+  if (ino.body.kind === 'inline') return false;
+  const cs = tx.vol.geo.clusterSize;
+  const lastC = Math.ceil(end / cs);
+  for (let c = Math.floor(start / cs); c < lastC;) {
+    const ext = await extentAt(tx, ino, c);
+    if (!ext || ext.flags & EXTENT_FL.unwritten) return false;
+    c = ext.cpos + ext.clusters;
+  }
+  return true;
+}
+
+/**
+ * Writes `data` at `offset` into clusters already allocated and written (partial blocks
+ * read, changed and written back). Changes no metadata.
+ */
+export async function writeMapped(tx: Transaction, ino: Inode, offset: number, data: Buffer): Promise<void> {
+  const cs = tx.vol.geo.clusterSize;
+  const bs = tx.bs;
+  const end = offset + data.length;
   let pos = offset;
   while (pos < end) {
     const cpos = Math.floor(pos / cs);
@@ -244,6 +270,4 @@ export async function writeFile(tx: Transaction, ctx: AllocContext, ino: Inode, 
     await tx.vol.writeData(phys, buf);
     pos = chunkEnd;
   }
-  ino.size = Math.max(ino.size, end);
-  tx.putInode(ino);
 }

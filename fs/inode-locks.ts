@@ -16,6 +16,13 @@
 // (strict two-phase locking), and the journal's checkpoint on downconvert (below) makes
 // what an operation committed visible to the next holder.
 //
+// Names: as OCFS2's, a lock's name holds the inode's generation, so the locks of a freed
+// inode and of the next inode in its block never meet. The generation of an inode not yet
+// locked comes from an unlocked read of its block, checked once the lock is held (freed and
+// reused meanwhile: take the new one's lock instead). An inode created here is changed
+// before anyone could know its generation: its lock is mastered here without asking anyone
+// (LKF.LOCAL, ocfs2_create_new_inode_locks), which saves a create the mastery round trips.
+//
 // Deadlocks: locks are waited for only in ascending block number (lock-names.ts: one rank,
 // ascending name order). A lock that sorts below one the scope holds, or wanted while the
 // scope holds a lock of a later rank (an open lock, pin()), is only tried (NOQUEUE); if it
@@ -31,6 +38,14 @@
 // are for the whole volume, not the one inode: correct, and simple, at the price of
 // re-reading after each hand-off.
 //
+// Extent locks (E): a file of at least EXTENT_CHUNK_BYTES has its data covered by range
+// locks too, one per chunk. A write that only overwrites data already there (no size
+// change, no allocation, mtime fresh: see fs/posix.ts) holds M at PR and its chunks at EX,
+// so nodes writing disjoint ranges of one file go on in parallel; a reader holds M and its
+// chunks at PR. Any other change of the file holds M at EX, which excludes both. A file's
+// size changes only under M EX, so every holder of M at PR agrees on whether E applies.
+// E comes after M in the lock order: once a scope holds E it only tries M locks.
+//
 // Recovery: from the stack's word that a node died until its slot is recovered, no lock is
 // taken (the dead node's journal may hold what the disk does not say yet). A scope that
 // holds locks and would take another, or is granted one meanwhile, starts over and waits.
@@ -38,7 +53,7 @@ import { AsyncLocalStorage } from 'node:async_hooks';
 import { DlmGlue, LockHandle, LockRes } from './dlmglue';
 import { FsError } from './errors';
 import { SYSFILE, slotFileName } from './format/constants';
-import { LOCK_TYPE, lockName } from './lock-names';
+import { LOCK_TYPE, extentLockName, lockName } from './lock-names';
 import type { Volume } from './volume';
 
 /** Thrown inside a scope: give up every lock and start the operation over. */
@@ -58,6 +73,12 @@ export async function uncoveredInodes(vol: Volume): Promise<number[]> {
 }
 
 export interface InodeLocksHost {
+  /**
+   * The generation in inode `blkno`'s block: read from the disk without a lock (`locked`
+   * false: only to name the lock, checked once it is held) or as this node sees it under
+   * the lock. Null when the block holds no inode.
+   */
+  generation(blkno: number, locked: boolean): Promise<number | null>;
   /** Commits and checkpoints this node's journal: the disk says what we changed. */
   checkpoint(): Promise<void>;
   /** An inode lock drops to NL: forget every cached block and kernel name and attribute. */
@@ -79,9 +100,16 @@ interface Scope {
   chain: Promise<void>;
   /** Records a lock in dlmglue's lock-order check. */
   record: (h: LockHandle) => void;
+  /** The operation is over: a take still in flight gives its lock back at once. */
+  done: boolean;
+  /** Extent locks held, by name. */
+  readonly extents: Map<string, LockHandle>;
 }
 
 const scopes = new AsyncLocalStorage<Scope>();
+
+/** The data range one extent lock covers (and the least size of a file that has them). */
+export const EXTENT_CHUNK_BYTES = 4 * 1024 * 1024;
 
 /** How many times one operation may start over before it is a bug (a lock it never gets). */
 const RESTARTS_MAX = 10_000;
@@ -99,8 +127,12 @@ export class InodeLocks {
   /** Nodes the stack declared dead whose slots are not recovered yet. */
   private readonly pending = new Set<number>();
   private pendingWaiters: Array<() => void> = [];
+  /** The generation each inode had when this node last held its lock (names its lock). */
+  private readonly generations = new Map<number, number>();
   /** Starts over, for tests and the bench. */
   restarts = 0;
+  /** Where the time goes (logged at unmount): lock takes and downconverts, count and ms. */
+  readonly stats = { takes: 0, takeMs: 0, downconverts: 0, checkpointMs: 0, invalidateMs: 0, extentTakes: 0 };
 
   constructor(private readonly glue: DlmGlue, private readonly host: InodeLocksHost) {}
 
@@ -133,7 +165,7 @@ export class InodeLocks {
 
   private attempt<T>(mode: Mode, fn: () => Promise<T>, learned: Set<number>, duringRecovery: boolean): Promise<T> {
     return this.glue.collecting(async (record) => {
-      const s: Scope = { mode, duringRecovery, held: new Map(), top: -1, pinned: 0, chain: Promise.resolve(), record };
+      const s: Scope = { mode, duringRecovery, held: new Map(), top: -1, pinned: 0, chain: Promise.resolve(), record, done: false, extents: new Map() };
       try {
         return await scopes.run(s, async () => {
           for (const b of [...learned].sort((x, y) => x - y)) await this.take(s, b);
@@ -144,6 +176,10 @@ export class InodeLocks {
         if (e instanceof Restart) for (const b of s.held.keys()) learned.add(b);
         throw e;
       } finally {
+        // A read still queued (a caller that did not await it) must not outlive the scope.
+        s.done = true;
+        await s.chain;
+        for (const h of s.extents.values()) h.release();
         for (const h of s.held.values()) h.release();
       }
     });
@@ -155,17 +191,42 @@ export class InodeLocks {
     const s = scopes.getStore();
     if (!s) throw new Error(`assertion: inode ${blkno} read outside an inode lock scope`);
     if (s.held.has(blkno)) return undefined;
-    return this.enqueue(s, blkno);
+    return this.enqueue(s, blkno, null);
   }
 
-  /** A transaction is about to commit a change of inode `blkno`: the scope must hold it at EX. */
-  writing(blkno: number): Promise<void> | undefined {
+  /**
+   * A transaction is about to commit a change of inode `blkno` (of `generation`): the scope
+   * must hold it at EX. One it never read is one it created: nobody else can know it yet.
+   */
+  writing(blkno: number, generation: number): Promise<void> | undefined {
     if (this.uncovered.has(blkno)) return undefined;
     const s = scopes.getStore();
     if (!s) throw new Error(`assertion: inode ${blkno} changed outside an inode lock scope`);
     if (s.mode !== 'EX') throw new Error(`assertion: inode ${blkno} changed in a read-only (PR) scope`);
     if (s.held.has(blkno)) return undefined;
-    return this.enqueue(s, blkno);
+    return this.enqueue(s, blkno, generation);
+  }
+
+  /**
+   * Takes the extent locks of bytes [start, end) of inode `blkno` (whose M this scope
+   * holds), in ascending order, at `mode`; held until the scope ends.
+   */
+  async ranges(blkno: number, generation: number, start: number, end: number, mode: Mode): Promise<void> {
+    const s = scopes.getStore();
+    if (!s) throw new Error('assertion: extent locks taken outside an inode lock scope');
+    if (!s.held.has(blkno)) throw new Error(`assertion: extent locks of inode ${blkno} taken without its M lock`);
+    if (mode === 'EX' && s.mode === 'EX') throw new Error('assertion: a scope holding M at EX needs no extent locks');
+    if (end <= start) return;
+    await s.chain;
+    s.pinned += 1; // from now on M locks are only tried (E comes after M)
+    for (let chunk = Math.floor(start / EXTENT_CHUNK_BYTES); chunk * EXTENT_CHUNK_BYTES < end; chunk++) {
+      const name = extentLockName(blkno, generation, chunk);
+      if (s.extents.has(name)) continue;
+      const h = await this.glue.lock(this.glue.resource(name), mode);
+      s.extents.set(name, h);
+      s.record(h);
+      this.stats.extentTakes += 1;
+    }
   }
 
   /** Runs fn while the scope holds a lock of a later rank (an open lock): M locks are only tried. */
@@ -180,35 +241,63 @@ export class InodeLocks {
     }
   }
 
-  private enqueue(s: Scope, blkno: number): Promise<void> {
-    const p = s.chain.then(() => (s.held.has(blkno) ? undefined : this.take(s, blkno)));
+  /** `created`: the generation of an inode this scope created (null: an existing inode). */
+  private enqueue(s: Scope, blkno: number, created: number | null): Promise<void> {
+    const p = s.chain.then(() => (s.held.has(blkno) ? undefined : this.take(s, blkno, created)));
     s.chain = p.catch(() => undefined);
     return p;
   }
 
-  private async take(s: Scope, blkno: number): Promise<void> {
-    if (!s.duringRecovery && this.pending.size > 0) throw new Restart(blkno, 'a node died');
-    const res = this.resource(blkno);
+  private async take(s: Scope, blkno: number, created: number | null = null): Promise<void> {
     const wait = blkno > s.top && s.pinned === 0;
-    let h: LockHandle;
-    try {
-      h = await this.glue.lock(res, s.mode, { noqueue: !wait });
-    } catch (e) {
-      if (!wait && e instanceof FsError && e.errno === 'EAGAIN') throw new Restart(blkno, `inode ${blkno} is busy`);
-      throw e;
+    for (let round = 0; ; round++) {
+      if (round > 100) throw new Error(`assertion: the generation of inode ${blkno} never settled`);
+      // (An inode created here is nobody else's: no recovery can concern it.)
+      if (!s.duringRecovery && created === null && this.pending.size > 0) throw new Restart(blkno, 'a node died');
+      const generation = created ?? this.generations.get(blkno) ?? (await this.host.generation(blkno, false)) ?? 0;
+      let h: LockHandle;
+      const t0 = performance.now();
+      try {
+        h = await this.glue.lock(this.resource(blkno, generation), s.mode, { noqueue: !wait, local: created !== null });
+      } catch (e) {
+        if (!wait && e instanceof FsError && e.errno === 'EAGAIN') throw new Restart(blkno, `inode ${blkno} is busy`);
+        throw e;
+      } finally {
+        this.stats.takes += 1;
+        this.stats.takeMs += performance.now() - t0;
+      }
+      // Under the lock: is the inode still the one the name says? (Freed and reused since we
+      // last held it, or since the unlocked read.)
+      const now = created ?? (await this.host.generation(blkno, true)) ?? generation;
+      if (now !== generation) {
+        h.release();
+        this.generations.set(blkno, now);
+        continue;
+      }
+      this.generations.set(blkno, generation);
+      if (s.done) {
+        h.release();
+        throw new Restart(null, 'the operation ended while its lock was on the way');
+      }
+      s.held.set(blkno, h);
+      s.top = Math.max(s.top, blkno);
+      s.record(h);
+      // Granted once DLM recovery freed what the dead node held: not ours to read yet.
+      if (!s.duringRecovery && created === null && this.pending.size > 0) throw new Restart(null, 'a node died');
+      return;
     }
-    s.held.set(blkno, h);
-    s.top = Math.max(s.top, blkno);
-    s.record(h);
-    // Granted once DLM recovery freed what the dead node held: not ours to read yet.
-    if (!s.duringRecovery && this.pending.size > 0) throw new Restart(null, 'a node died');
   }
 
-  private resource(blkno: number): LockRes {
-    return this.glue.resource(lockName(LOCK_TYPE.meta, blkno), {
+  private resource(blkno: number, generation: number): LockRes {
+    return this.glue.resource(lockName(LOCK_TYPE.meta, blkno, generation), {
       onDownconvert: async (to) => {
+        const t0 = performance.now();
         await this.host.checkpoint();
+        const t1 = performance.now();
         if (to === 'NL') this.host.invalidate();
+        this.stats.downconverts += 1;
+        this.stats.checkpointMs += t1 - t0;
+        this.stats.invalidateMs += performance.now() - t1;
       },
     });
   }

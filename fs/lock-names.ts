@@ -8,7 +8,8 @@
 //   M per inode, in ascending block number whatever their role (parents, children,
 //     allocators, orphan directories): an operation takes them as it reads inodes, waits
 //     only for one above all it holds, and only tries the others (fs/inode-locks.ts)
-//   W (not used yet: M covers file data too)
+//   E extent (range) locks of one inode's data, in ascending range order (fs/inode-locks.ts)
+//   W (not used yet)
 //   O open locks
 // Transactions run inside the M scope; they commit before it lets go.
 // P (orphan scan) and F (flock) stand apart: taken holding nothing. fs/dlmglue.ts asserts it.
@@ -21,6 +22,7 @@ export const LOCK_TYPE = {
   orphanScan: 'P',
   flock: 'F',
   journal: 'J',
+  extent: 'E',
 } as const;
 export type LockType = (typeof LOCK_TYPE)[keyof typeof LOCK_TYPE];
 
@@ -29,8 +31,19 @@ export function lockName(type: LockType, blkno: number, generation = 0): string 
   return `${type}000000${blkno.toString(16).padStart(16, '0')}${(generation >>> 0).toString(16).padStart(8, '0')}`;
 }
 
-export function parseLockName(name: string): { type: string; blkno: number; generation: number } | null {
-  const m = /^([A-Z])000000([0-9a-f]{16})([0-9a-f]{8})$/.exec(name);
+/**
+ * An extent lock: range `chunk` (of EXTENT_CHUNK_BYTES) of the inode's data. The chunk
+ * takes the six pad digits, so ranges of one inode sort in file order.
+ */
+export function extentLockName(blkno: number, generation: number, chunk: number): string {
+  if (!Number.isSafeInteger(chunk) || chunk < 0 || chunk > 0xffffff) throw new RangeError(`bad extent chunk ${chunk}`);
+  return `${LOCK_TYPE.extent}${chunk.toString(16).padStart(6, '0')}${lockName(LOCK_TYPE.extent, blkno, generation).slice(7)}`;
+}
+
+export function parseLockName(name: string): { type: string; blkno: number; generation: number; chunk: number } | null {
+  const m = /^([A-Z])([0-9a-f]{6})([0-9a-f]{16})([0-9a-f]{8})$/.exec(name);
   if (!m) return null;
-  return { type: m[1], blkno: parseInt(m[2], 16), generation: parseInt(m[3], 16) };
+  const chunk = parseInt(m[2], 16);
+  if (chunk !== 0 && m[1] !== LOCK_TYPE.extent) return null;
+  return { type: m[1], blkno: parseInt(m[3], 16), generation: parseInt(m[4], 16), chunk };
 }

@@ -14,7 +14,8 @@ import { FlockTable } from './flock';
 import { LOCK_END_MAX, LockType, OPEN_KILL_SUIDGID, WRITE_KILL_SUIDGID } from './fuse/protocol';
 import { PLOCK_XATTR, Plock, PlockOwner, PlockType, applyPlock, decodePlocks, encodePlocks, findConflict } from './plock';
 import { readSlotMapFresh } from './slot-map';
-import { allocateRange, extentAt, isInline, markWritten, punchClusters, readFile, truncateClusters, writeFile } from './file-data';
+import { allocateRange, extentAt, isInline, isWrittenRange, markWritten, punchClusters, readFile, truncateClusters, writeFile, writeMapped } from './file-data';
+import { EXTENT_CHUNK_BYTES } from './inode-locks';
 import { dirInsert, dirLookup, dirReaddir } from './dir';
 import { CorruptionError, FsError } from './errors';
 import { DYN, EXTENT_FL, INODE_FL, S_IFDIR, S_IFLNK, S_IFMT, S_IFREG, SYSFILE, fileTypeOfMode } from './format/constants';
@@ -58,6 +59,9 @@ function fromNs(v: bigint): Timespec {
   const nsec = v % 1_000_000_000n;
   return nsec < 0n ? { sec: Number(sec - 1n), nsec: Number(nsec + 1_000_000_000n) } : { sec: Number(sec), nsec: Number(nsec) };
 }
+
+/** Cluster mounts: how old mtime and ctime may be before an in-place overwrite updates them. */
+export const TIMES_LAZY_MS = 1000;
 
 export class PosixFs implements FuseOps {
   private readonly m: MountedVolume;
@@ -183,8 +187,11 @@ export class PosixFs implements FuseOps {
     return blkno === this.m.vol.sb.rootBlkno ? FUSE_ROOT_ID : blkno;
   }
 
-  /** Runs fn with a transaction; reads share the lock, changes hold it alone and commit. */
-  private async run<T>(write: boolean, fn: (tx: Transaction) => Promise<T>): Promise<T> {
+  /**
+   * Runs fn with a transaction; reads share the lock, changes hold it alone and commit.
+   * `localExclusive`: a read (of metadata) that must still exclude this node's other requests.
+   */
+  private async run<T>(write: boolean, fn: (tx: Transaction) => Promise<T>, o: { localExclusive?: boolean } = {}): Promise<T> {
     const body = async (): Promise<T> => {
       if (write) this.m.assertWritable();
       const tx = new Transaction(this.m.vol);
@@ -199,7 +206,7 @@ export class PosixFs implements FuseOps {
       }
     };
     const cluster = this.m.cluster;
-    if (!cluster) return write ? this.lock.write(body) : this.lock.read(body);
+    if (!cluster) return write || o.localExclusive ? this.lock.write(body) : this.lock.read(body);
     // Not even the locks for a change a read-only mount would refuse.
     if (write) this.m.assertWritable();
     // Cluster mount: each inode's lock as the operation first reads it (fs/inode-locks.ts;
@@ -209,7 +216,7 @@ export class PosixFs implements FuseOps {
       const result = await body();
       await cluster.flushOpens();
       return result;
-    }, { wrap: write ? (f) => this.lock.write(f) : (f) => this.lock.read(f) });
+    }, { wrap: write || o.localExclusive ? (f) => this.lock.write(f) : (f) => this.lock.read(f) });
   }
 
   private onError(e: unknown): unknown {
@@ -542,10 +549,51 @@ export class PosixFs implements FuseOps {
   }
 
   async read(_ctx: RequestContext, a: ReadArgs): Promise<Buffer> {
-    return this.run(false, async (tx) => readFile(tx, await this.inode(tx, a.ino), a.offsetBytes, a.sizeBytes));
+    return this.run(false, async (tx) => {
+      const i = await this.inode(tx, a.ino);
+      await this.dataRanges(i, a.offsetBytes, a.offsetBytes + a.sizeBytes, 'PR');
+      return readFile(tx, i, a.offsetBytes, a.sizeBytes);
+    });
+  }
+
+  /** Cluster mounts: the extent locks of a large file's bytes [start, end) (fs/inode-locks.ts). */
+  private async dataRanges(i: Inode, start: number, end: number, mode: 'PR' | 'EX'): Promise<boolean> {
+    const cluster = this.m.cluster;
+    if (!cluster || (i.mode & S_IFMT) !== S_IFREG || i.size < EXTENT_CHUNK_BYTES) return false;
+    await cluster.locks.ranges(i.blkno, i.generation, start, Math.min(end, i.size), mode);
+    return true;
+  }
+
+  /**
+   * Cluster mounts: a write that only overwrites written data of a large file, changing no
+   * metadata, under the inode's M lock at PR and its extent locks at EX, so that nodes
+   * writing disjoint ranges of one file go on in parallel. Its mtime and ctime are left as
+   * they are if both are less than TIMES_LAZY_MS old (the change is that recent: a stat may
+   * show times up to that much older than the last write; a write after that updates them
+   * through the ordinary path). Null: not such a write, take the ordinary path.
+   */
+  private async overwriteInPlace(a: WriteArgs): Promise<number | null> {
+    if (a.flags & O_APPEND || a.writeFlags & WRITE_KILL_SUIDGID) return null;
+    return this.run(false, async (tx) => {
+      const i = await this.inode(tx, a.ino);
+      const end = a.offsetBytes + a.data.length;
+      if ((i.mode & S_IFMT) !== S_IFREG || i.size < EXTENT_CHUNK_BYTES || end > i.size) return null;
+      const now = Date.now();
+      const ageMs = (t: Timespec): number => now - (t.sec * 1000 + t.nsec / 1e6);
+      if (ageMs(i.mtime) >= TIMES_LAZY_MS || ageMs(i.ctime) >= TIMES_LAZY_MS) return null;
+      if (!(await isWrittenRange(tx, i, a.offsetBytes, end))) return null;
+      await this.dataRanges(i, a.offsetBytes, end, 'EX');
+      await writeMapped(tx, i, a.offsetBytes, a.data);
+      return a.data.length;
+    }, { localExclusive: true });
   }
 
   async write(_ctx: RequestContext, a: WriteArgs): Promise<number> {
+    const done = this.m.cluster ? await this.overwriteInPlace(a) : null;
+    if (done !== null) {
+      if (a.flags & (O_SYNC | O_DSYNC)) await this.m.sync();
+      return done;
+    }
     return this.run(true, async (tx) => {
       const i = await this.inode(tx, a.ino);
       if ((i.mode & S_IFMT) !== S_IFREG) throw new FsError('EINVAL');

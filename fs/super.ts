@@ -113,6 +113,7 @@ export class MountedVolume {
     // Cluster mounts lock each inode they read or change (fs/inode-locks.ts).
     let mounted: MountedVolume | null = null;
     const locks = clustered ? new InodeLocks(glue, {
+      generation: (blkno, locked) => vol.inodeGeneration(blkno, !locked),
       checkpoint: async () => {
         const j = vol.journal;
         if (!j) return;
@@ -261,7 +262,7 @@ export class MountedVolume {
   async unmount(): Promise<void> {
     if (this.commitTimer) clearInterval(this.commitTimer);
     this.commitTimer = null;
-    this.cluster?.stop();
+    await this.cluster?.stop();
     // The FUSE session is over: the kernel references nothing any more (it sends no FORGET
     // at unmount), so orphans only we held are free, and on a cluster the last node out
     // frees the rest.
@@ -301,6 +302,12 @@ export class MountedVolume {
     }
     this.vol.journal = null;
     await this.vol.flush().catch(() => undefined);
+    if (this.cluster) {
+      const l = this.cluster.locks;
+      const st = l.stats;
+      this.log(`cluster locks: ${this.glue.stackRequests} requests to the stack, ${l.restarts} operation restarts; ` +
+        `${st.takes} inode lock takes (${st.takeMs.toFixed(0)} ms), ${st.extentTakes} extent lock takes, ${st.downconverts} downconverts (checkpoint ${st.checkpointMs.toFixed(0)} ms, invalidation ${st.invalidateMs.toFixed(0)} ms)`);
+    }
     await this.glue.shutdown();
     await this.conn.disconnect();
   }

@@ -244,7 +244,7 @@ export class Transaction {
       for (const m of [this.changed, this.encoded]) {
         for (const [blkno, d] of m) {
           if (d.codec !== INODE) continue;
-          const locking = guard.writing(blkno);
+          const locking = guard.writing(blkno, (d.obj as Inode).generation);
           if (locking) await locking;
         }
       }

@@ -4,7 +4,7 @@
 import type { BlockDevice } from '../blockdev/types';
 import { CorruptionError, FsError } from './errors';
 import { BACKUP_SUPER_OFFSETS, BLOCK_SIZES, MAX_BACKUP_SUPERS, SIG, SUPERBLOCK_BLKNO, Signature } from './format/constants';
-import { BLKNO_OFFSET, readU64, verifyBlock } from './format/header';
+import { BLKNO_OFFSET, GENERATION_OFFSET, readU64, verifyBlock } from './format/header';
 import { BlockCache } from './block-cache';
 import { Superblock, checkSuperblock, unsupportedIncompat } from './format/superblock';
 
@@ -32,7 +32,7 @@ export interface MountJournal {
  */
 export interface InodeGuard {
   reading(blkno: number): Promise<void> | undefined;
-  writing(blkno: number): Promise<void> | undefined;
+  writing(blkno: number, generation: number): Promise<void> | undefined;
 }
 
 export interface Geometry {
@@ -230,6 +230,17 @@ export class Volume {
 
   private remember(blkno: number, buf: Buffer): void {
     this.cache.set(blkno, buf);
+  }
+
+  /**
+   * The generation an inode block carries (null if it is no inode block): as this node sees
+   * it (journal, cache, disk), or straight from the disk, bypassing and not filling the cache
+   * (`unlocked`: to name a lock not yet held, fs/inode-locks.ts).
+   */
+  async inodeGeneration(blkno: number, unlocked: boolean): Promise<number | null> {
+    const image = unlocked ? await this.dev.read(this.blockOffset(blkno), this.geo.blockSize) : await this.readMeta(blkno, SIG.inode).catch(() => null);
+    if (!image || image.toString('latin1', 0, 8) !== SIG.inode || readU64(image, BLKNO_OFFSET) !== blkno) return null;
+    return image.readUInt32LE(GENERATION_OFFSET);
   }
 
   /** Block number of a system file by name ("global_bitmap", "journal:0001", ...). */

@@ -98,8 +98,8 @@ export async function serve(device: string, mountpoint: string, o: MountOpts, on
     await dev.close();
     throw e;
   }
-  // A cluster mount lets the kernel cache names and attributes, which fs/cluster.ts
-  // invalidates before its meta lock lets another node change anything; pages are not
+  // A cluster mount lets the kernel cache names and attributes, which fs/inode-locks.ts
+  // invalidates before an inode lock lets another node change anything; pages are not
   // cached (every read and write comes to us). -o nokernelcache: nothing is cached.
   const noKernelCache = o.noKernelCache;
   const uncachedData = m.cluster !== null;
@@ -148,6 +148,10 @@ export async function serve(device: string, mountpoint: string, o: MountOpts, on
     rmSync(pidFile(mountpoint), { force: true });
   }
   if (panicked) return EXIT_ERROR;
+  if (m.cluster) {
+    const ops = Object.entries(session.stats.byOpcode).sort((a, b) => b[1] - a[1]).map(([op, n]) => `${op} ${n}`);
+    log(`requests served: ${ops.join(', ')}`);
+  }
   await m.unmount();
   await dev.close();
   log('unmounted cleanly');

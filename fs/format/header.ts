@@ -21,6 +21,7 @@ export const HEADER_BYTES = 0x20;
 export const SUBALLOC_HEADER_BYTES = 0x30;
 const CRC_OFFSET = 0x08;
 export const BLKNO_OFFSET = 0x10;
+export const GENERATION_OFFSET = 0x18;
 
 export interface BlockHeader {
   signature: Signature;

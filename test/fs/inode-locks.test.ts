@@ -6,7 +6,7 @@
 // reader or a writer sees (the scopes are serializable).
 import t from 'tap';
 import { DlmGlue } from '../../fs/dlmglue';
-import { InodeLocks, Restart } from '../../fs/inode-locks';
+import { EXTENT_CHUNK_BYTES, InodeLocks, Restart } from '../../fs/inode-locks';
 import { DlmDomain } from '../../dlm/o2cb/o2dlm/domain';
 import type { ClusterConnection } from '../../stackglue/types';
 import { SimNet, prng } from '../dlm/simnet';
@@ -21,7 +21,10 @@ interface Node {
   errors: string[];
 }
 
-function nodeOn(net: SimNet, num: number): Node {
+/** The "disk" of inode generations every node reads (1 when not set). */
+type Generations = Map<number, number>;
+
+function nodeOn(net: SimNet, num: number, gens: Generations = new Map()): Node {
   const glue = new DlmGlue();
   const dom = new DlmDomain(net.transport(num), {
     name: '0123456789ABCDEF0123456789ABCDEF', proto: { major: 1, minor: 0 }, callbacks: glue.callbacks,
@@ -39,6 +42,7 @@ function nodeOn(net: SimNet, num: number): Node {
   const node: Node = {
     glue, dom, checkpoints: 0, invalidations: 0, errors,
     locks: new InodeLocks(glue, {
+      generation: async (blkno) => gens.get(blkno) ?? 1,
       checkpoint: async () => void (node.checkpoints += 1),
       invalidate: () => void (node.invalidations += 1),
       log: () => undefined,
@@ -162,9 +166,92 @@ t.test('scope rules are asserted', async (t) => {
   });
   await n.dom.join();
   t.throws(() => n.locks.reading(101), /outside an inode lock scope/, 'a read outside any scope');
-  await t.rejects(n.locks.run('PR', async () => n.locks.writing(101)), /changed in a read-only \(PR\) scope/, 'a change in a PR scope');
+  await t.rejects(n.locks.run('PR', async () => n.locks.writing(101, 1)), /changed in a read-only \(PR\) scope/, 'a change in a PR scope');
   await t.rejects(n.locks.run('PR', () => n.locks.run('PR', async () => undefined)), /do not nest/, 'nested scopes');
   n.locks.setUncovered([55]);
   await n.locks.run('PR', async () => t.equal(n.locks.reading(55), undefined, 'an uncovered inode needs no lock'));
   t.ok(new Restart(1, 'x') instanceof Error);
+});
+
+t.test('an inode freed and reused: the lock name follows its generation', async (t) => {
+  const net = new SimNet({ nodes: 2, seed: 11, delayMaxMs: 2 });
+  const gens: Generations = new Map([[300, 7]]);
+  const nodes = [nodeOn(net, 0, gens), nodeOn(net, 1, gens)];
+  t.teardown(() => {
+    for (const n of nodes) n.dom.abandon();
+    net.close();
+  });
+  for (const n of nodes) await n.dom.join();
+  const heldNames = (n: Node, level?: string): string[] => [...((n.glue as unknown as { resources: Map<string, { level: string }> }).resources)]
+    .filter(([, r]) => (level ? r.level === level : r.level !== 'NL')).map(([name]) => name);
+  await nodes[0].locks.run('PR', async () => void (await nodes[0].locks.reading(300)));
+  t.ok(heldNames(nodes[0]).some((x) => x.endsWith('0000012c00000007')), 'node 0 caches the lock of generation 7');
+  // Node 1 frees the inode (EX on generation 7's lock) and creates the next one in its block.
+  await nodes[1].locks.run('EX', async () => {
+    await nodes[1].locks.reading(300);
+    gens.set(300, 8);
+  });
+  await nodes[1].locks.run('EX', async () => void (await nodes[1].locks.writing(300, 8)));
+  const before = nodes[1].glue.stackRequests;
+  await nodes[1].locks.run('EX', async () => void (await nodes[1].locks.writing(301, 5)));
+  t.equal(nodes[1].glue.stackRequests - before, 1, 'a created inode\'s lock is one local request');
+  // Node 0 still names generation 7: it takes that lock, finds 8 under it, and takes 8's.
+  let sawEx = false;
+  await nodes[0].locks.run('PR', async () => {
+    await nodes[0].locks.reading(300);
+    sawEx = heldNames(nodes[1], 'EX').some((x) => x.endsWith('0000012c00000008'));
+  });
+  t.notOk(sawEx, 'node 1 gave generation 8\'s EX up before node 0 read');
+  t.ok(heldNames(nodes[0]).some((x) => x.endsWith('0000012c00000008')), 'node 0 now holds the lock of generation 8');
+});
+
+t.test('extent locks: disjoint ranges of one inode are written at once, overlapping ones in turn', async (t) => {
+  const net = new SimNet({ nodes: 2, seed: 12, delayMaxMs: 2 });
+  const nodes = [nodeOn(net, 0), nodeOn(net, 1)];
+  t.teardown(() => {
+    for (const n of nodes) n.dom.abandon();
+    net.close();
+  });
+  for (const n of nodes) await n.dom.join();
+  const C = EXTENT_CHUNK_BYTES;
+  let inside = 0;
+  let maxInside = 0;
+  const write = (n: Node, start: number, end: number): Promise<void> => n.locks.run('PR', async () => {
+    await n.locks.reading(400);
+    await n.locks.ranges(400, 1, start, end, 'EX');
+    inside += 1;
+    maxInside = Math.max(maxInside, inside);
+    // Stay a while, in small steps (the simulated clock must not leap past the other node).
+    for (let k = 0; k < 200 && maxInside < 2; k++) await net.sleep(1);
+    inside -= 1;
+  });
+  // (A first round masters the names: the simulated clock runs ahead while a node's mastery
+  // takes more than one macrotask, which would show as waiting.)
+  for (const n of nodes) await write(n, 0, 2 * C + 1);
+  maxInside = 0;
+  await Promise.all([write(nodes[0], 0, C), write(nodes[1], C, 2 * C)]);
+  t.equal(maxInside, 2, `two nodes wrote disjoint chunks at the same time (both holding M at PR): at most ${maxInside} at once`);
+  maxInside = 0;
+  // (Writers on one node exclude each other above: fs/posix.ts takes its local lock.)
+  await Promise.all([write(nodes[0], 0, C + 1), write(nodes[1], C, 2 * C)]);
+  t.equal(maxInside, 1, 'writers of a shared chunk took turns');
+  // A change of the inode (M at EX) waits for every extent holder.
+  let exInside = false;
+  let overlap = false;
+  await Promise.all([
+    write(nodes[0], 0, C).then(() => undefined),
+    nodes[1].locks.run('EX', async () => {
+      await nodes[1].locks.reading(400);
+      exInside = true;
+      if (inside > 0) overlap = true;
+      await net.sleep(5);
+      exInside = false;
+    }),
+  ]);
+  t.notOk(overlap || exInside, 'M at EX never overlapped an extent writer');
+  await t.rejects(nodes[0].locks.run('EX', async () => {
+    await nodes[0].locks.reading(400);
+    await nodes[0].locks.ranges(400, 1, 0, 1, 'EX');
+  }), /needs no extent locks/, 'a scope holding M at EX takes no extent locks');
+  await t.rejects(nodes[0].locks.run('PR', () => nodes[0].locks.ranges(401, 1, 0, 1, 'PR')), /without its M lock/, 'extent locks need the inode\'s M first');
 });

@@ -2,7 +2,7 @@
 // first cut of dlmglue's lock cache (caching, LVBs, downconvert on a blocking callback).
 import t from 'tap';
 import { DlmGlue } from '../../fs/dlmglue';
-import { LOCK_TYPE, lockName, parseLockName } from '../../fs/lock-names';
+import { LOCK_TYPE, extentLockName, lockName, parseLockName } from '../../fs/lock-names';
 import { localStack } from '../../stackglue/local/index';
 import { chooseStack } from '../../stackglue/registry';
 import { ClusterConnection, LKF, Lksb, LockMode, StackCallbacks, negotiateProtocol, newLksb } from '../../stackglue/types';
@@ -13,7 +13,9 @@ t.test('lock names follow OCFS2', async (t) => {
   const n = lockName(LOCK_TYPE.meta, 0x1234, 0xabcdef01);
   t.equal(n, 'M0000000000000000001234abcdef01');
   t.equal(n.length, 31);
-  t.same(parseLockName(n), { type: 'M', blkno: 0x1234, generation: 0xabcdef01 });
+  t.same(parseLockName(n), { type: 'M', blkno: 0x1234, generation: 0xabcdef01, chunk: 0 });
+  t.same(parseLockName(extentLockName(0x1234, 7, 0x2a)), { type: 'E', blkno: 0x1234, generation: 7, chunk: 0x2a });
+  t.ok(extentLockName(5, 1, 1) < extentLockName(5, 1, 2) && extentLockName(5, 1, 2) < extentLockName(4, 1, 3), 'ranges sort in file order');
   t.equal(parseLockName('garbage'), null);
 });
 
