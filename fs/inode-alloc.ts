@@ -39,6 +39,7 @@ export function emptyExtentBody(bs: number, xattrInlineBytes: number): InodeBody
 /** Allocates and initialises an inode (not yet linked anywhere); the caller puts it. */
 export async function newInode(tx: Transaction, allocBlkno: number, slot: number, o: NewInodeOptions): Promise<Inode> {
   const mb = await allocMetaBlock(tx, allocBlkno, slot);
+  tx.markCreated(mb.blkno);
   const t = o.time ?? nowTimespec();
   const xattrInlineBytes = o.inlineXattr ? tx.vol.sb.xattrInlineBytes : 0;
   const inlineXattr = Buffer.alloc(xattrInlineBytes);

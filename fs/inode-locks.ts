@@ -196,14 +196,16 @@ export class InodeLocks {
 
   /**
    * A transaction is about to commit a change of inode `blkno` (of `generation`): the scope
-   * must hold it at EX. One it never read is one it created: nobody else can know it yet.
+   * must hold it at EX. Only an inode the transaction `created` may be unlocked until now
+   * (nobody else can know it yet: its lock is made here).
    */
-  writing(blkno: number, generation: number): Promise<void> | undefined {
+  writing(blkno: number, generation: number, created: boolean): Promise<void> | undefined {
     if (this.uncovered.has(blkno)) return undefined;
     const s = scopes.getStore();
     if (!s) throw new Error(`assertion: inode ${blkno} changed outside an inode lock scope`);
     if (s.mode !== 'EX') throw new Error(`assertion: inode ${blkno} changed in a read-only (PR) scope`);
     if (s.held.has(blkno)) return undefined;
+    if (!created) throw new Error(`assertion: inode ${blkno} changed without being read under its lock`);
     return this.enqueue(s, blkno, generation);
   }
 

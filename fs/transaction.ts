@@ -77,6 +77,8 @@ export class Transaction {
   /** The objects `dirty` images were encoded from (kept beside them once committed). */
   private readonly encoded = new Map<number, Decoded<unknown>>();
   private readonly freed = new Set<number>();
+  /** Inodes this transaction allocated (nobody else can know them before it commits). */
+  private readonly created = new Set<number>();
   /** Data clusters this transaction freed: not reusable until it is durably committed. */
   readonly freedClusters: Array<{ startCluster: number; clusters: number }> = [];
   private done = false;
@@ -120,6 +122,12 @@ export class Transaction {
     this.changed.delete(blkno);
     this.encoded.delete(blkno);
     this.freed.add(blkno);
+  }
+
+  /** The inode at `blkno` is new, allocated by this transaction. */
+  markCreated(blkno: number): void {
+    this.assertOpen();
+    this.created.add(blkno);
   }
 
   async getInode(blkno: number): Promise<Inode> {
@@ -244,7 +252,7 @@ export class Transaction {
       for (const m of [this.changed, this.encoded]) {
         for (const [blkno, d] of m) {
           if (d.codec !== INODE) continue;
-          const locking = guard.writing(blkno, (d.obj as Inode).generation);
+          const locking = guard.writing(blkno, (d.obj as Inode).generation, this.created.has(blkno));
           if (locking) await locking;
         }
       }

@@ -32,7 +32,7 @@ export interface MountJournal {
  */
 export interface InodeGuard {
   reading(blkno: number): Promise<void> | undefined;
-  writing(blkno: number, generation: number): Promise<void> | undefined;
+  writing(blkno: number, generation: number, created: boolean): Promise<void> | undefined;
 }
 
 export interface Geometry {

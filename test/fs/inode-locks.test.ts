@@ -166,8 +166,9 @@ t.test('scope rules are asserted', async (t) => {
   });
   await n.dom.join();
   t.throws(() => n.locks.reading(101), /outside an inode lock scope/, 'a read outside any scope');
-  await t.rejects(n.locks.run('PR', async () => n.locks.writing(101, 1)), /changed in a read-only \(PR\) scope/, 'a change in a PR scope');
+  await t.rejects(n.locks.run('PR', async () => n.locks.writing(101, 1, false)), /changed in a read-only \(PR\) scope/, 'a change in a PR scope');
   await t.rejects(n.locks.run('PR', () => n.locks.run('PR', async () => undefined)), /do not nest/, 'nested scopes');
+  await t.rejects(n.locks.run('EX', async () => n.locks.writing(102, 1, false)), /changed without being read/, 'a change of an inode never read (and not created)');
   n.locks.setUncovered([55]);
   await n.locks.run('PR', async () => t.equal(n.locks.reading(55), undefined, 'an uncovered inode needs no lock'));
   t.ok(new Restart(1, 'x') instanceof Error);
@@ -191,9 +192,9 @@ t.test('an inode freed and reused: the lock name follows its generation', async 
     await nodes[1].locks.reading(300);
     gens.set(300, 8);
   });
-  await nodes[1].locks.run('EX', async () => void (await nodes[1].locks.writing(300, 8)));
+  await nodes[1].locks.run('EX', async () => void (await nodes[1].locks.writing(300, 8, true)));
   const before = nodes[1].glue.stackRequests;
-  await nodes[1].locks.run('EX', async () => void (await nodes[1].locks.writing(301, 5)));
+  await nodes[1].locks.run('EX', async () => void (await nodes[1].locks.writing(301, 5, true)));
   t.equal(nodes[1].glue.stackRequests - before, 1, 'a created inode\'s lock is one local request');
   // Node 0 still names generation 7: it takes that lock, finds 8 under it, and takes 8's.
   let sawEx = false;
