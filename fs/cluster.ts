@@ -4,9 +4,10 @@
 //     (fs/inode-locks.ts: coverage, lock order, starting over, downconverts).
 //   - Open locks (O per inode and generation): a node holds O at PR while the kernel
 //     references the inode (taken under the inode's M lock before the reply that gives the
-//     kernel the inode). The node removing the last link frees the inode only if O at EX is
-//     grantable at once (NOQUEUE): otherwise someone still has it and it goes to the orphan
-//     directory. The name carries the inode's generation, so the open lock of an inode
+//     kernel the inode), and keeps the level cached after. The node removing the last link
+//     frees the inode only if O at EX is grantable at once (NOQUEUE, with NOQUEUEBAST so
+//     that nodes merely caching the level give it up; tried three times within ~15 ms):
+//     otherwise someone still has it open and it goes to the orphan directory. The name carries the inode's generation, so the open lock of an inode
 //     this node just created is new to every node: it is mastered here without asking
 //     anyone (LKF.LOCAL), which saves a create the mastery round trips.
 //   - Orphan scan: every ORPHAN_SCAN_MS, ONE node of the cluster scans (OCFS2's orphan scan:
@@ -49,6 +50,8 @@ import type { Volume } from './volume';
 
 /** How often each node looks for orphans nobody holds open any more. */
 export const ORPHAN_SCAN_MS = 5_000;
+/** Pauses between the tries of a freeing node for an inode's open lock at EX. */
+const OPEN_TRY_DELAYS_MS = [2, 10];
 /** How often a read-only mount looks whether a dead node's slot has been recovered. */
 const RO_RECOVERY_POLL_MS = 250;
 
@@ -70,8 +73,13 @@ export interface ClusterHost {
 
 export class ClusterState {
   private readonly superRes: LockRes;
-  /** Open locks this node holds (PR), by inode block. */
-  private readonly openLocks = new Map<number, LockRes>();
+  /**
+   * Open locks of inodes referenced here, by inode block: held at PR (a holder, so a BAST
+   * cannot take them) until the kernel forgets the inode. Then the level stays cached with
+   * no holder: a later lookup costs nothing, and a node that wants to free the inode nudges
+   * it away (NOQUEUEBAST).
+   */
+  private readonly openLocks = new Map<number, { res: LockRes; held: LockHandle | null; dropped: boolean }>();
   private readonly pendingOpens = new Set<Promise<void>>();
   private scanTimer: NodeJS.Timeout | null = null;
   /** The periodic scan in progress (stop() waits for it: it holds locks). */
@@ -137,10 +145,13 @@ export class ClusterState {
    */
   noteInUse(blkno: number, generation: number, created = false): void {
     if (this.openLocks.has(blkno)) return;
-    const res = this.h.glue.resource(lockName(LOCK_TYPE.open, blkno, generation));
-    this.openLocks.set(blkno, res);
-    const p: Promise<void> = this.h.glue.lock(res, 'PR', { local: created }).then((held) => held.release(), (e) => {
-      this.openLocks.delete(blkno);
+    const entry = { res: this.h.glue.resource(lockName(LOCK_TYPE.open, blkno, generation)), held: null as LockHandle | null, dropped: false };
+    this.openLocks.set(blkno, entry);
+    const p: Promise<void> = this.h.glue.lock(entry.res, 'PR', { local: created }).then((held) => {
+      if (entry.dropped) held.release();
+      else entry.held = held;
+    }, (e) => {
+      if (this.openLocks.get(blkno) === entry) this.openLocks.delete(blkno);
       this.h.log(`open lock of inode ${blkno}: ${(e as Error).message}`);
     }).finally(() => this.pendingOpens.delete(p));
     this.pendingOpens.add(p);
@@ -151,12 +162,14 @@ export class ClusterState {
     while (this.pendingOpens.size > 0) await Promise.all([...this.pendingOpens]);
   }
 
-  /** Nobody references the inode here any more: give its open lock back. */
-  async dropOpen(blkno: number): Promise<void> {
-    const res = this.openLocks.get(blkno);
-    if (!res) return;
+  /** Nobody references the inode here any more: let go of its open lock (the level stays cached). */
+  dropOpen(blkno: number): void {
+    const entry = this.openLocks.get(blkno);
+    if (!entry) return;
     this.openLocks.delete(blkno);
-    await this.h.glue.drop(res);
+    entry.dropped = true;
+    entry.held?.release();
+    entry.held = null;
   }
 
   /**
@@ -166,12 +179,17 @@ export class ClusterState {
    */
   async ifUnusedEverywhere(blkno: number, generation: number, then: () => Promise<void>): Promise<boolean> {
     const res = this.h.glue.resource(lockName(LOCK_TYPE.open, blkno, generation));
-    let held: LockHandle;
-    try {
-      held = await this.h.glue.lock(res, 'EX', { noqueue: true });
-    } catch (e) {
-      if (e instanceof FsError && e.errno === 'EAGAIN') return false;
-      throw e;
+    // Nodes that only cache the level (they looked the inode up once) give it up when
+    // nudged; a node that references it keeps it. So: a try, and two more a moment later.
+    let held: LockHandle | null = null;
+    for (let attempt = 0; held === null; attempt++) {
+      try {
+        held = await this.h.glue.lock(res, 'EX', { noqueue: true, nudge: true });
+      } catch (e) {
+        if (!(e instanceof FsError && e.errno === 'EAGAIN')) throw e;
+        if (attempt >= OPEN_TRY_DELAYS_MS.length) return false;
+        await new Promise((resolve) => setTimeout(resolve, OPEN_TRY_DELAYS_MS[attempt]));
+      }
     }
     try {
       await this.h.locks.pin(then);
@@ -220,6 +238,9 @@ export class ClusterState {
     if (this.scanTimer) clearInterval(this.scanTimer);
     this.scanTimer = null;
     await this.scanning;
+    // The session is over: the kernel references nothing (it sends no FORGET at unmount).
+    await this.flushOpens();
+    for (const blkno of [...this.openLocks.keys()]) this.dropOpen(blkno);
   }
 
   /** Frees orphans (of every slot) that no node holds open. Returns how many. */

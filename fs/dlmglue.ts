@@ -219,7 +219,8 @@ export class DlmGlue {
    * a just-created inode's locks do): the stack may master it here without asking anyone
    * (OCFS2's ocfs2_create_new_inode_locks).
    */
-  async lock(res: LockRes, mode: 'PR' | 'EX', o: { noqueue?: boolean; local?: boolean } = {}): Promise<LockHandle> {
+  /** o.nudge (with noqueue): a refused try still asks the holders in the way to give up cached levels. */
+  async lock(res: LockRes, mode: 'PR' | 'EX', o: { noqueue?: boolean; local?: boolean; nudge?: boolean } = {}): Promise<LockHandle> {
     const held = heldHere.getStore();
     // A try (NOQUEUE) cannot deadlock, whatever is held: it is how locks out of order are taken.
     if (held && !o.noqueue) assertLockOrder(held, res);
@@ -243,7 +244,7 @@ export class DlmGlue {
       res.upconverting = mode;
       let status: number;
       try {
-        status = await this.request(res, mode, (o.noqueue ? LKF.NOQUEUE : 0) | (o.local ? LKF.LOCAL : 0));
+        status = await this.request(res, mode, (o.noqueue ? LKF.NOQUEUE : 0) | (o.noqueue && o.nudge ? LKF.NOQUEUEBAST : 0) | (o.local ? LKF.LOCAL : 0));
       } finally {
         res.busy = false;
         res.upconverting = null;

@@ -19,6 +19,12 @@ export const LKF = {
   VALBLK: 0x8,
   /** A brand-new name nobody else can know yet: master it locally without messages. */
   LOCAL: 0x10,
+  /**
+   * With NOQUEUE: a refused request still sends blocking ASTs to the holders in its way
+   * (fs/dlm's DLM_LKF_NOQUEUEBAST), so that those caching a level they no longer use give
+   * it up, and a later try succeeds.
+   */
+  NOQUEUEBAST: 0x20,
 } as const;
 
 /** lksb.status values (the errno-style results dlmglue relies on). */

@@ -118,6 +118,28 @@ t.test('NOQUEUE: EAGAIN when not grantable at once, for new locks and converts',
   checkClean(t, c);
 });
 
+t.test('NOQUEUEBAST: a refused try still tells the holders in its way, once per level', async (t) => {
+  const c = await Cluster.start(t, { seed: 16, nodes: 3 });
+  const a = c.node(0).lock('O-nudge');
+  const b = c.node(1).lock('O-nudge');
+  t.match(await a.lock('PR'), { status: OK });
+  t.match(await b.lock('PR'), { status: OK });
+  const x = c.node(2).lock('O-nudge');
+  t.match(await x.lock('EX', LKF.NOQUEUE | LKF.NOQUEUEBAST), { status: EAGAIN });
+  await c.net.sleep(30);
+  t.same([a.basts, b.basts], [['EX'], ['EX']], 'both PR holders got a BAST for EX');
+  t.match(await b.lock('EX', LKF.NOQUEUE | LKF.NOQUEUEBAST), { status: EAGAIN, mode: 'PR' }, 'a convert try refused');
+  await c.net.sleep(30);
+  t.same(a.basts, ['EX'], 'a holder already told about EX is not told again');
+  // The holders give way (as dlmglue does for an unused cached level): the next try succeeds.
+  await a.lock('NL');
+  await b.unlock();
+  t.match(await x.lock('EX', LKF.NOQUEUE | LKF.NOQUEUEBAST), { status: OK, mode: 'EX' });
+  await x.unlock();
+  await a.unlock();
+  checkClean(t, c);
+});
+
 t.test('cancel of a blocked request and of a pending convert', async (t) => {
   const c = await Cluster.start(t, { seed: 15, nodes: 3 });
   const a = c.node(0).lock('M-cancel');

@@ -134,9 +134,16 @@ export class Queues {
     throw new Error('assertion: shuffle did not settle');
   }
 
-  private blockingAsts(waiter: Lock, out: AstOut[]): void {
+  /** Blocking ASTs for a request of `mode` that was refused (NOQUEUEBAST): nothing waits. */
+  nudge(asker: Lock | null, mode: number): AstOut[] {
+    const out: AstOut[] = [];
+    this.blockingAsts({ ...(asker ?? { node: -1, seq: -1, granted: MODE_IV, getLvb: false, highestBlocked: MODE_IV }), requested: mode } as Lock, out, asker);
+    return out;
+  }
+
+  private blockingAsts(waiter: Lock, out: AstOut[], self: Lock | null = waiter): void {
     for (const holder of [...this.granted, ...this.converting]) {
-      if (holder === waiter || modesCompatible(holder.granted, waiter.requested)) continue;
+      if (holder === waiter || holder === self || modesCompatible(holder.granted, waiter.requested)) continue;
       // One BAST per level: a holder already told about this level (or a higher one)
       // is not told again until its mode changes.
       if (holder.highestBlocked >= waiter.requested) continue;

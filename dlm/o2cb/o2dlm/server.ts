@@ -105,7 +105,11 @@ export class Server {
       this.send(res, [res.q.grant(lock, m.mode, null)]);
       return { status: DLM_STATUS.NORMAL };
     }
-    if (m.flags & LKF.NOQUEUE) return { status: this.core.recovering ? DLM_STATUS.RECOVERING : DLM_STATUS.NOTQUEUED };
+    if (m.flags & LKF.NOQUEUE) {
+      if (this.core.recovering) return { status: DLM_STATUS.RECOVERING };
+      if (m.flags & LKF.NOQUEUEBAST) this.send(res, res.q.nudge(null, m.mode));
+      return { status: DLM_STATUS.NOTQUEUED };
+    }
     res.q.blocked.push(lock);
     this.kick(res);
     return { status: DLM_STATUS.NORMAL };
@@ -140,7 +144,9 @@ export class Server {
     }
     if (m.flags & LKF.NOQUEUE) {
       lock.getLvb = false;
-      return { status: this.core.recovering ? DLM_STATUS.RECOVERING : DLM_STATUS.NOTQUEUED };
+      if (this.core.recovering) return { status: DLM_STATUS.RECOVERING };
+      if (m.flags & LKF.NOQUEUEBAST) this.send(res, res.q.nudge(lock, m.mode));
+      return { status: DLM_STATUS.NOTQUEUED };
     }
     res.q.granted.splice(res.q.granted.indexOf(lock), 1);
     lock.requested = m.mode;
