@@ -5,10 +5,10 @@
 // and a bank of balances moved under EX always sums to the same total, whatever a PR
 // reader or a writer sees (the scopes are serializable).
 import t from 'tap';
-import { DlmGlue } from '../../fs/dlmglue';
+import type { DlmGlue } from '../../fs/dlmglue';
 import { EXTENT_CHUNK_BYTES, InodeLocks, Restart } from '../../fs/inode-locks';
-import { DlmDomain } from '../../dlm/o2cb/o2dlm/domain';
-import type { ClusterConnection } from '../../stackglue/types';
+import type { DlmDomain } from '../../dlm/o2cb/o2dlm/domain';
+import { glueOn } from '../dlm/sim-glue';
 import { SimNet, prng } from '../dlm/simnet';
 
 interface Node {
@@ -25,18 +25,7 @@ interface Node {
 type Generations = Map<number, number>;
 
 function nodeOn(net: SimNet, num: number, gens: Generations = new Map()): Node {
-  const glue = new DlmGlue();
-  const dom = new DlmDomain(net.transport(num), {
-    name: '0123456789ABCDEF0123456789ABCDEF', proto: { major: 1, minor: 0 }, callbacks: glue.callbacks,
-    onEviction: () => undefined, clock: net.clock,
-  });
-  const conn: ClusterConnection = {
-    stack: 'o2cb-sim', thisNode: num, proto: { major: 1, minor: 0 },
-    lock: (l, m, f, n) => dom.lock(l, m, f, n),
-    unlock: (l, f) => dom.unlock(l, f),
-    disconnect: async () => undefined,
-  };
-  glue.attach(conn);
+  const { glue, dom } = glueOn(net, num);
   const errors: string[] = [];
   glue.onDownconvertError = (name, e) => void errors.push(`${name}: ${e.message}`);
   const node: Node = {

@@ -4,28 +4,11 @@
 // upconvert on the BAST, downconvert, and ask again (OCFS2's BUSY handling), so that both
 // get EX in turn and never at once.
 import t from 'tap';
-import { DlmGlue, LockHandle } from '../../fs/dlmglue';
-import { DlmDomain } from '../../dlm/o2cb/o2dlm/domain';
-import type { ClusterConnection } from '../../stackglue/types';
+import type { LockHandle } from '../../fs/dlmglue';
+import { glueOn } from '../dlm/sim-glue';
 import { SimNet } from '../dlm/simnet';
 
 const NAME = 'M000000000000000000000200000000';
-
-function glueOn(net: SimNet, num: number): { glue: DlmGlue; dom: DlmDomain } {
-  const glue = new DlmGlue();
-  const dom = new DlmDomain(net.transport(num), {
-    name: '0123456789ABCDEF0123456789ABCDEF', proto: { major: 1, minor: 0 }, callbacks: glue.callbacks,
-    onEviction: () => undefined, clock: net.clock,
-  });
-  const conn: ClusterConnection = {
-    stack: 'o2cb-sim', thisNode: num, proto: { major: 1, minor: 0 },
-    lock: (l, m, f, n) => dom.lock(l, m, f, n),
-    unlock: (l, f) => dom.unlock(l, f),
-    disconnect: async () => undefined,
-  };
-  glue.attach(conn);
-  return { glue, dom };
-}
 
 for (const seed of [1, 2, 3, 4, 5, 6]) {
   t.test(`two PR holders upconvert to EX at once (seed ${seed}): both get EX, in turn`, async (t) => {
