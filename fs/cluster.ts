@@ -80,6 +80,13 @@ export class ClusterState {
    * it away (NOQUEUEBAST).
    */
   private readonly openLocks = new Map<number, { res: LockRes; held: LockHandle | null; dropped: boolean }>();
+  /**
+   * Open locks cached with no holder (the kernel forgot the inode), least recently
+   * forgotten first; beyond the inode lock cache's bound the oldest are given back.
+   */
+  private readonly idleOpens = new Map<number, LockRes>();
+  /** Open locks being given back (stop() waits for them). */
+  private readonly openDrops = new Set<Promise<unknown>>();
   private readonly pendingOpens = new Set<Promise<void>>();
   private scanTimer: NodeJS.Timeout | null = null;
   /** The periodic scan in progress (stop() waits for it: it holds locks). */
@@ -145,6 +152,7 @@ export class ClusterState {
    */
   noteInUse(blkno: number, generation: number, created = false): void {
     if (this.openLocks.has(blkno)) return;
+    this.idleOpens.delete(blkno);
     const entry = { res: this.h.glue.resource(lockName(LOCK_TYPE.open, blkno, generation)), held: null as LockHandle | null, dropped: false };
     this.openLocks.set(blkno, entry);
     const p: Promise<void> = this.h.glue.lock(entry.res, 'PR', { local: created }).then((held) => {
@@ -170,6 +178,16 @@ export class ClusterState {
     entry.dropped = true;
     entry.held?.release();
     entry.held = null;
+    this.idleOpens.set(blkno, entry.res);
+    while (this.idleOpens.size > this.h.locks.maxCached) {
+      const [oldest, res] = this.idleOpens.entries().next().value as [number, LockRes];
+      this.idleOpens.delete(oldest);
+      // Busy (a request in flight, or held again under a new entry): it stays; no cache to drop.
+      const p: Promise<unknown> = this.h.glue.dropIfIdle(res, async () => undefined)
+        .catch((e: Error) => this.h.log(`giving back the open lock of inode ${oldest}: ${e.message}`))
+        .finally(() => this.openDrops.delete(p));
+      this.openDrops.add(p);
+    }
   }
 
   /**
@@ -241,6 +259,7 @@ export class ClusterState {
     // The session is over: the kernel references nothing (it sends no FORGET at unmount).
     await this.flushOpens();
     for (const blkno of [...this.openLocks.keys()]) this.dropOpen(blkno);
+    await Promise.all([...this.openDrops]);
   }
 
   /** Frees orphans (of every slot) that no node holds open. Returns how many. */

@@ -333,9 +333,37 @@ export class DlmGlue {
     }
     if (this.resources.get(res.name) !== res) return;
     this.resources.delete(res.name);
-    if (!res.attached) return;
+    if (res.attached) await this.unlockDetached(res, async () => undefined);
+  }
+
+  /**
+   * Gives a resource back now if nobody here holds or is changing it, else returns false
+   * at once. It leaves the cache first (a later lock() makes a new one, which the stack
+   * queues behind this one's level until the unlock); then `before` runs (make the disk and
+   * caches not need the level: checkpoint, invalidate), then the unlock. For bounding the
+   * lock cache (fs/inode-locks.ts).
+   */
+  async dropIfIdle(res: LockRes, before: (level: LockMode) => Promise<void>): Promise<boolean> {
+    if (res.busy || res.cancelling || res.holdersEx + res.holdersPr > 0 || this.resources.get(res.name) !== res) return false;
+    this.resources.delete(res.name);
+    if (res.attached) await this.unlockDetached(res, before);
+    return true;
+  }
+
+  /**
+   * Unlocks a resource just taken out of the cache, after `before`; if `before` fails the
+   * lock is still ours at the stack, so it goes back in the cache (unless a new one took
+   * its place) and the error is thrown.
+   */
+  private async unlockDetached(res: LockRes, before: (level: LockMode) => Promise<void>): Promise<void> {
     res.busy = true;
     try {
+      try {
+        await before(res.level);
+      } catch (e) {
+        if (!this.resources.has(res.name)) this.resources.set(res.name, res);
+        throw e;
+      }
       await new Promise<number>((resolve) => {
         res.grantWaiter = resolve;
         this.connection().unlock(res.lksb, res.opts.usesLvb && res.level === 'EX' ? LKF.VALBLK : 0);
@@ -345,6 +373,16 @@ export class DlmGlue {
       res.busy = false;
       res.wake();
     }
+  }
+
+  /** Is `res` the resource this node keeps under its name (not dropped or being dropped)? */
+  keeps(res: LockRes): boolean {
+    return this.resources.get(res.name) === res;
+  }
+
+  /** How many resources this node keeps (held, cached or on their way). */
+  get cachedCount(): number {
+    return this.resources.size;
   }
 
   /** Drops every lock (umount); resources must have no holders. */

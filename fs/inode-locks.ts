@@ -33,10 +33,17 @@
 // build come last); a readdir's reply buffer is reset on each start.
 //
 // Downconverts: before a lock gives up EX the journal is committed and checkpointed (what
-// we changed under it is in place); before it drops to NL every cache that might hold
-// what it covers is emptied (the block cache, the kernel's names and attributes). Both
-// are for the whole volume, not the one inode: correct, and simple, at the price of
-// re-reading after each hand-off.
+// we changed under it is in place; the whole journal, not just this inode's part); before
+// it drops to NL whatever it covers is dropped from the caches: the blocks it covered
+// (below) and the kernel's attributes of the inode and names in it (fs/posix.ts).
+//
+// Which cached blocks a lock covers: every block that enters the cache during an operation
+// is tagged with each inode the operation holds (owners()); its true owner is among them,
+// because a block is only reached through its inode, read under its lock first. Dropping
+// a lock drops every block tagged with its inode: a superset of what it covered, so never
+// a stale block, at the price of some blocks re-read. A block a transaction frees leaves
+// the cache at commit (it could be handed to another inode next); a block entering the
+// cache outside any operation (a checkpoint's write) is kept only if already tagged.
 //
 // Extent locks (E): a file of at least EXTENT_CHUNK_BYTES has its data covered by range
 // locks too, one per chunk. A write that only overwrites data already there (no size
@@ -45,6 +52,12 @@
 // chunks at PR. Any other change of the file holds M at EX, which excludes both. A file's
 // size changes only under M EX, so every holder of M at PR agrees on whether E applies.
 // E comes after M in the lock order: once a scope holds E it only tries M locks.
+//
+// The lock cache is bounded: a node keeps the locks of at most `maxCached` inodes (held or
+// cached). Beyond that, the least recently used idle ones are given back to the stack,
+// each as a downconvert to nothing would (checkpoint if at EX, drop what it covered), with
+// their extent locks. OCFS2 drops an inode's locks when the VFS evicts the inode; here the
+// kernel's references are not the measure (the open locks follow those, fs/cluster.ts).
 //
 // Recovery: from the stack's word that a node died until its slot is recovered, no lock is
 // taken (the dead node's journal may hold what the disk does not say yet). A scope that
@@ -81,8 +94,8 @@ export interface InodeLocksHost {
   generation(blkno: number, locked: boolean): Promise<number | null>;
   /** Commits and checkpoints this node's journal: the disk says what we changed. */
   checkpoint(): Promise<void>;
-  /** An inode lock drops to NL: forget every cached block and kernel name and attribute. */
-  invalidate(): void;
+  /** Inode `blkno`'s lock drops to NL: forget the blocks it covered, and the kernel's attributes and names in it. */
+  invalidate(blkno: number): void;
   log(line: string): void;
 }
 
@@ -111,6 +124,11 @@ const scopes = new AsyncLocalStorage<Scope>();
 /** The data range one extent lock covers (and the least size of a file that has them). */
 export const EXTENT_CHUNK_BYTES = 4 * 1024 * 1024;
 
+/** How many inodes' locks a node keeps by default (mount option lockcache=N). */
+export const INODE_LOCKS_CACHED_DEFAULT = 8192;
+/** The least lockcache= allowed (an operation's own locks must fit, with room to spare). */
+export const INODE_LOCKS_CACHED_MIN = 16;
+
 /** How many times one operation may start over before it is a bug (a lock it never gets). */
 const RESTARTS_MAX = 10_000;
 
@@ -129,12 +147,26 @@ export class InodeLocks {
   private pendingWaiters: Array<() => void> = [];
   /** The generation each inode had when this node last held its lock (names its lock). */
   private readonly generations = new Map<number, number>();
+  /** The M lock of each inode whose lock this node keeps, least recently taken first. */
+  private readonly cached = new Map<number, LockRes>();
+  /** Extent locks made per inode (they go with its M lock). */
+  private readonly extentRes = new Map<number, Set<LockRes>>();
+  /** M locks named for a generation the inode no longer has: given back at the next trim. */
+  private retired: Array<{ blkno: number; res: LockRes }> = [];
+  private trimming: Promise<void> | null = null;
   /** Starts over, for tests and the bench. */
   restarts = 0;
   /** Where the time goes (logged at unmount): lock takes and downconverts, count and ms. */
-  readonly stats = { takes: 0, takeMs: 0, downconverts: 0, checkpointMs: 0, invalidateMs: 0, extentTakes: 0 };
+  readonly stats = { takes: 0, takeMs: 0, downconverts: 0, checkpointMs: 0, invalidateMs: 0, extentTakes: 0, evicted: 0 };
 
-  constructor(private readonly glue: DlmGlue, private readonly host: InodeLocksHost) {}
+  constructor(private readonly glue: DlmGlue, private readonly host: InodeLocksHost, readonly maxCached = INODE_LOCKS_CACHED_DEFAULT) {
+    if (!(Number.isInteger(maxCached) && maxCached >= INODE_LOCKS_CACHED_MIN)) throw new RangeError(`inode lock cache of ${maxCached} (at least ${INODE_LOCKS_CACHED_MIN})`);
+  }
+
+  /** How many inodes' M locks this node keeps now. */
+  get cachedInodes(): number {
+    return this.cached.size;
+  }
 
   setUncovered(blknos: Iterable<number>): void {
     this.uncovered.clear();
@@ -181,6 +213,7 @@ export class InodeLocks {
         await s.chain;
         for (const h of s.extents.values()) h.release();
         for (const h of s.held.values()) h.release();
+        this.maybeTrim();
       }
     });
   }
@@ -209,6 +242,15 @@ export class InodeLocks {
     return this.enqueue(s, blkno, generation);
   }
 
+  /** The inodes whose locks cover a block entering the cache now (Volume's cache tags). */
+  owners(blkno: number): readonly number[] | null {
+    const s = scopes.getStore();
+    if (!s) return null;
+    // The block itself, in case it is an inode whose lock is being taken (its generation
+    // is read under the lock before the scope records it).
+    return [blkno, ...s.held.keys()];
+  }
+
   /**
    * Takes the extent locks of bytes [start, end) of inode `blkno` (whose M this scope
    * holds), in ascending order, at `mode`; held until the scope ends.
@@ -225,6 +267,9 @@ export class InodeLocks {
       const name = extentLockName(blkno, generation, chunk);
       if (s.extents.has(name)) continue;
       const h = await this.glue.lock(this.glue.resource(name), mode);
+      let mine = this.extentRes.get(blkno);
+      if (!mine) this.extentRes.set(blkno, (mine = new Set()));
+      mine.add(h.res);
       s.extents.set(name, h);
       s.record(h);
       this.stats.extentTakes += 1;
@@ -273,10 +318,15 @@ export class InodeLocks {
       const now = created ?? (await this.host.generation(blkno, true)) ?? generation;
       if (now !== generation) {
         h.release();
+        this.retired.push({ blkno, res: h.res });
         this.generations.set(blkno, now);
         continue;
       }
       this.generations.set(blkno, generation);
+      const before = this.cached.get(blkno);
+      if (before !== undefined && before !== h.res) this.retired.push({ blkno, res: before });
+      this.cached.delete(blkno);
+      this.cached.set(blkno, h.res);
       if (s.done) {
         h.release();
         throw new Restart(null, 'the operation ended while its lock was on the way');
@@ -291,17 +341,65 @@ export class InodeLocks {
   }
 
   private resource(blkno: number, generation: number): LockRes {
-    return this.glue.resource(lockName(LOCK_TYPE.meta, blkno, generation), {
+    const res: LockRes = this.glue.resource(lockName(LOCK_TYPE.meta, blkno, generation), {
       onDownconvert: async (to) => {
         const t0 = performance.now();
-        await this.host.checkpoint();
+        // Leaving PR: nothing changed under it since the EX before it was given up (and
+        // checkpointed); a scope at PR on a cached EX leaves the level at EX.
+        if (res.level === 'EX') await this.host.checkpoint();
         const t1 = performance.now();
-        if (to === 'NL') this.host.invalidate();
+        if (to === 'NL') this.host.invalidate(blkno);
         this.stats.downconverts += 1;
         this.stats.checkpointMs += t1 - t0;
         this.stats.invalidateMs += performance.now() - t1;
       },
     });
+    return res;
+  }
+
+  // --- the bounded lock cache -----------------------------------------------------------------
+
+  /** Resolves once no trim is in progress (unmount waits before dropping every lock). */
+  async settle(): Promise<void> {
+    while (this.trimming) await this.trimming;
+  }
+
+  private maybeTrim(): void {
+    if (this.trimming || (this.cached.size <= this.maxCached && this.retired.length === 0)) return;
+    this.trimming = this.trim()
+      .catch((e: Error) => this.host.log(`giving back cached inode locks: ${e.message}`))
+      .finally(() => { this.trimming = null; });
+  }
+
+  /** Gives back retired locks, then the least recently used idle ones down to 90% of the bound. */
+  private async trim(): Promise<void> {
+    const retired = this.retired;
+    this.retired = [];
+    for (const { blkno, res } of retired) await this.evict(blkno, res);
+    const target = Math.floor(this.maxCached * 0.9);
+    for (const [blkno, res] of [...this.cached]) {
+      if (this.cached.size <= target) break;
+      await this.evict(blkno, res);
+    }
+  }
+
+  /** Gives back inode `blkno`'s lock `res` (and its extent locks) if nobody here uses it. */
+  private async evict(blkno: number, res: LockRes): Promise<void> {
+    const dropped = this.glue.dropIfIdle(res, async (level) => {
+      if (level === 'EX') await this.host.checkpoint();
+      if (level !== 'NL') this.host.invalidate(blkno);
+    });
+    // dropIfIdle decided at once; the cache says so at once (a take meanwhile adds it back).
+    if (this.cached.get(blkno) === res && !this.glue.keeps(res)) {
+      this.cached.delete(blkno);
+      this.generations.delete(blkno);
+    }
+    if (!(await dropped)) return;
+    this.stats.evicted += 1;
+    const extents = this.extentRes.get(blkno);
+    if (!extents || this.cached.has(blkno)) return;
+    for (const e of [...extents]) if (await this.glue.dropIfIdle(e, async () => undefined)) extents.delete(e);
+    if (extents.size === 0) this.extentRes.delete(blkno);
   }
 
   // --- recovery of dead nodes ----------------------------------------------------------------

@@ -100,7 +100,7 @@ export class PosixFs implements FuseOps {
     // The orphan scan and recovery change metadata outside any request: they must exclude
     // this node's requests as a change does (before any inode lock, as run() orders them).
     m.exclusive = (fn) => this.lock.write(fn);
-    m.invalidateKernel = () => this.invalidateKernel();
+    m.invalidateKernel = (blkno) => this.invalidateKernel(blkno);
     if (m.cluster) {
       this.getlk = (_ctx, a) => this.plockGet(a);
       this.flush = (_ctx, a) => this.plockFlush(a);
@@ -113,25 +113,26 @@ export class PosixFs implements FuseOps {
   }
 
   /**
-   * Another node is about to change an inode (fs/inode-locks.ts: its lock drops to NL):
-   * before returning, the kernel forgets every attribute it cached and must look every name
-   * up again (both notifications cannot block). Then, in the background and never awaited,
-   * each name it holds is dropped outright (FUSE_NOTIFY_INVAL_ENTRY may wait in the kernel
-   * for a directory lock held by a syscall that itself waits for this node's lock): a stale
-   * directory alias would otherwise fail a later rename's lookup with ESTALE, and a stale
-   * name of a file unlinked elsewhere would keep the inode (and its open lock) referenced.
+   * Another node is about to change inode `blkno` (fs/inode-locks.ts: its lock drops to
+   * NL): before returning, the kernel forgets the inode's attributes and, if it holds names
+   * in it (a directory), must look every name up again (both notifications cannot block).
+   * Then, in the background and never awaited, each name it holds in the directory is
+   * dropped outright (FUSE_NOTIFY_INVAL_ENTRY may wait in the kernel for a directory lock
+   * held by a syscall that itself waits for this node's lock): a stale directory alias
+   * would otherwise fail a later rename's lookup with ESTALE, and a stale name of a file
+   * unlinked elsewhere would keep the inode (and its open lock) referenced.
    */
-  private invalidateKernel(): void {
+  private invalidateKernel(blkno: number): void {
     const notifier = this.notifier;
     if (!notifier) return;
+    const ino = this.inoOf(blkno);
+    const names = this.kernelNames.takeUnder(ino);
     try {
-      notifier.invalidateAttrsNow(FUSE_ROOT_ID);
-      for (const blkno of this.lookups.keys()) notifier.invalidateAttrsNow(this.inoOf(blkno));
-      notifier.expireAllNamesNow();
+      if (ino === FUSE_ROOT_ID || this.lookups.has(blkno)) notifier.invalidateAttrsNow(ino);
+      if (names.length > 0) notifier.expireAllNamesNow();
     } catch (e) {
       this.m.log(`invalidating the kernel's caches: ${(e as Error).message}`);
     }
-    const names = this.kernelNames.takeAll();
     if (names.length === 0) return;
     void (async () => {
       let failed = 0;
@@ -942,6 +943,7 @@ export interface KernelNotifier {
 class KernelNames {
   private readonly byKey = new Map<string, { parent: number; name: Buffer; blkno: number }>();
   private readonly byInode = new Map<number, Set<string>>();
+  private readonly byParent = new Map<number, Set<string>>();
 
   private static key(parent: number, name: Buffer): string {
     return `${parent}/${name.toString('latin1')}`;
@@ -951,9 +953,20 @@ class KernelNames {
     const key = KernelNames.key(parent, name);
     this.removeKey(key);
     this.byKey.set(key, { parent, name: Buffer.from(name), blkno });
-    let keys = this.byInode.get(blkno);
-    if (!keys) this.byInode.set(blkno, (keys = new Set()));
+    KernelNames.index(this.byInode, blkno, key);
+    KernelNames.index(this.byParent, parent, key);
+  }
+
+  private static index(m: Map<number, Set<string>>, at: number, key: string): void {
+    let keys = m.get(at);
+    if (!keys) m.set(at, (keys = new Set()));
     keys.add(key);
+  }
+
+  private static unindex(m: Map<number, Set<string>>, at: number, key: string): void {
+    const keys = m.get(at);
+    keys?.delete(key);
+    if (keys && keys.size === 0) m.delete(at);
   }
 
   remove(parent: number, name: Buffer): void {
@@ -972,24 +985,23 @@ class KernelNames {
 
   /** The kernel forgot the inode: none of its names are cached any more. */
   forgetInode(blkno: number): void {
-    for (const key of this.byInode.get(blkno) ?? []) this.byKey.delete(key);
-    this.byInode.delete(blkno);
+    for (const key of [...(this.byInode.get(blkno) ?? [])]) this.removeKey(key);
   }
 
-  /** Every name, forgetting them all. */
-  takeAll(): Array<{ parent: number; name: Buffer }> {
-    const all = [...this.byKey.values()];
-    this.byKey.clear();
-    this.byInode.clear();
-    return all;
+  /** Every name in directory `parent` (its inode number), forgetting them. */
+  takeUnder(parent: number): Array<{ parent: number; name: Buffer }> {
+    const keys = this.byParent.get(parent);
+    if (!keys) return [];
+    const out = [...keys].map((k) => this.byKey.get(k)!);
+    for (const k of out.map((e) => KernelNames.key(e.parent, e.name))) this.removeKey(k);
+    return out;
   }
 
   private removeKey(key: string): void {
     const e = this.byKey.get(key);
     if (!e) return;
     this.byKey.delete(key);
-    const keys = this.byInode.get(e.blkno);
-    keys?.delete(key);
-    if (keys && keys.size === 0) this.byInode.delete(e.blkno);
+    KernelNames.unindex(this.byInode, e.blkno, key);
+    KernelNames.unindex(this.byParent, e.parent, key);
   }
 }

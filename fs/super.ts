@@ -38,6 +38,8 @@ export interface MountOptions {
   devicePath?: string;
   /** The cluster stack fenced this node: stop all device I/O now (the caller exits). */
   onFenced?: (reason: string) => void;
+  /** Cluster mounts: how many inodes' locks this node keeps cached (fs/inode-locks.ts). */
+  lockCacheInodes?: number;
 }
 
 export class MountedVolume {
@@ -120,12 +122,12 @@ export class MountedVolume {
         await j.commit();
         await j.checkpoint();
       },
-      invalidate: () => {
-        vol.dropCaches();
-        mounted?.invalidateKernel();
+      invalidate: (blkno) => {
+        vol.forgetCoveredBy(blkno);
+        mounted?.invalidateKernel(blkno);
       },
       log,
-    }) : null;
+    }, o.lockCacheInodes) : null;
     try {
       if (locks) {
         locks.setUncovered(await uncoveredInodes(vol));
@@ -255,8 +257,8 @@ export class MountedVolume {
   inUseLocally: (blkno: number) => boolean = () => false;
   /** Set by the filesystem above: runs fn excluding its own requests. */
   exclusive: <T>(fn: () => Promise<T>) => Promise<T> = (fn) => fn();
-  /** Set by the filesystem above: drop every name the kernel caches (another node will change the namespace). */
-  invalidateKernel: () => void = () => undefined;
+  /** Set by the filesystem above: the kernel forgets inode `blkno`'s attributes and the names in it (another node will change them). */
+  invalidateKernel: (blkno: number) => void = () => undefined;
 
   /** Clean unmount: orphans freed, slot released, everything on disk. */
   async unmount(): Promise<void> {
@@ -273,6 +275,8 @@ export class MountedVolume {
         await this.releaseOrphans(() => true);
         // Recoveries of dead nodes this node has heard of finish first (they need S).
         await this.cluster?.waitRecoveries(UNMOUNT_RECOVERY_WAIT_MS);
+        // Inode locks being given back checkpoint the journal: before it shuts down.
+        await this.cluster?.locks.settle();
         // Holding S, no recovery can start; one that becomes pending now is left to the
         // survivors or the next mount. The inode locks we cache stay ours until the stack
         // connection closes, after the journal's last checkpoint.
@@ -297,6 +301,7 @@ export class MountedVolume {
       }
     } else {
       // Read-only after errors: commit what completed, keep the slot (fsck must look).
+      await this.cluster?.locks.settle();
       await this.journal?.commit().catch((e) => this.log(`final journal commit failed: ${(e as Error).message}`));
       if (this.heartbeat) await this.heartbeat.stop().catch(() => undefined);
     }
@@ -306,7 +311,7 @@ export class MountedVolume {
       const l = this.cluster.locks;
       const st = l.stats;
       this.log(`cluster locks: ${this.glue.stackRequests} requests to the stack, ${l.restarts} operation restarts; ` +
-        `${st.takes} inode lock takes (${st.takeMs.toFixed(0)} ms), ${st.extentTakes} extent lock takes, ${st.downconverts} downconverts (checkpoint ${st.checkpointMs.toFixed(0)} ms, invalidation ${st.invalidateMs.toFixed(0)} ms)`);
+        `${st.takes} inode lock takes (${st.takeMs.toFixed(0)} ms), ${st.extentTakes} extent lock takes, ${st.evicted} given back (bound ${l.maxCached}), ${st.downconverts} downconverts (checkpoint ${st.checkpointMs.toFixed(0)} ms, invalidation ${st.invalidateMs.toFixed(0)} ms)`);
     }
     await this.glue.shutdown();
     await this.conn.disconnect();

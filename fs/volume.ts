@@ -33,6 +33,12 @@ export interface MountJournal {
 export interface InodeGuard {
   reading(blkno: number): Promise<void> | undefined;
   writing(blkno: number, generation: number, created: boolean): Promise<void> | undefined;
+  /**
+   * The inodes whose locks cover a block entering the cache now (the operation's: a
+   * superset of its owner), or null outside any operation: then the block is not cached
+   * unless it already is (it would have no owner to be dropped with).
+   */
+  owners(blkno: number): readonly number[] | null;
 }
 
 export interface Geometry {
@@ -219,6 +225,16 @@ export class Volume {
     this.cache.delete(blkno);
   }
 
+  /** Drops every cached block inode `blkno`'s lock may have covered (its lock goes); returns how many. */
+  forgetCoveredBy(blkno: number): number {
+    return this.cache.forgetOwnedBy(blkno);
+  }
+
+  /** How many cached blocks inode `blkno`'s lock covers (tests). */
+  cachedUnder(blkno: number): number {
+    return this.cache.ownedBy(blkno);
+  }
+
   dropCaches(): void {
     this.cache.clear();
     this.sysInodes = null;
@@ -229,7 +245,11 @@ export class Volume {
   }
 
   private remember(blkno: number, buf: Buffer): void {
-    this.cache.set(blkno, buf);
+    const guard = this.inodeGuard;
+    if (!guard) return this.cache.set(blkno, buf);
+    const owners = guard.owners(blkno);
+    if (owners) this.cache.set(blkno, buf, owners);
+    else if (this.cache.has(blkno)) this.cache.set(blkno, buf);
   }
 
   /**

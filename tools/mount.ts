@@ -14,6 +14,7 @@ import { FsError } from '../fs/errors';
 import { ERRORS_POLICY, ErrorsPolicy } from '../fs/format/constants';
 import { FuseSession } from '../fs/fuse/session';
 import { abortFuse, isFuseMounted, mountFuse, unmountFuse } from '../fs/fuse/mount';
+import { INODE_LOCKS_CACHED_DEFAULT, INODE_LOCKS_CACHED_MIN } from '../fs/inode-locks';
 import { PosixFs } from '../fs/posix';
 import { MountedVolume } from '../fs/super';
 import { Tool, UsageError, parseCommandLine } from './cli';
@@ -43,6 +44,7 @@ export interface MountOpts {
   commitSec: number;
   nocluster: boolean;
   noKernelCache: boolean;
+  lockCacheInodes?: number;
 }
 
 /** Options mount(8) and fstab pass that mean nothing to o2fs (or are its defaults). */
@@ -65,6 +67,11 @@ export function parseMountOptions(list: string[]): MountOpts {
       o.commitSec = n;
     } else if (key === 'nocluster') o.nocluster = true;
     else if (key === 'nokernelcache') o.noKernelCache = true;
+    else if (key === 'lockcache') {
+      const n = Number(value);
+      if (!Number.isInteger(n) || n < INODE_LOCKS_CACHED_MIN || n > 1e7) throw new UsageError(`lockcache= takes a number of inodes, ${INODE_LOCKS_CACHED_MIN}..10000000`);
+      o.lockCacheInodes = n;
+    }
     else if (!IGNORED.has(opt) && !IGNORED.has(key)) throw new UsageError(`unknown mount option ${JSON.stringify(opt)}`);
   }
   return o;
@@ -93,7 +100,7 @@ export async function serve(device: string, mountpoint: string, o: MountOpts, on
     setTimeout(() => process.exit(EXIT_ERROR), 2000).unref();
   };
   try {
-    m = await MountedVolume.mount(dev, { readOnly: o.readOnly, errors: o.errors, nocluster: o.nocluster, commitSec: o.commitSec, log, devicePath: path.resolve(device), onFenced: fence });
+    m = await MountedVolume.mount(dev, { readOnly: o.readOnly, errors: o.errors, nocluster: o.nocluster, commitSec: o.commitSec, lockCacheInodes: o.lockCacheInodes, log, devicePath: path.resolve(device), onFenced: fence });
   } catch (e) {
     await dev.close();
     throw e;
@@ -176,6 +183,7 @@ until the volume is unmounted.
       nocluster            mount a volume formatted for a cluster stack without it
                            (only if no other node can have it mounted)
       nokernelcache        no kernel caching of names, attributes or pages
+      lockcache=N          cluster: keep the locks of at most N inodes cached (default ${INODE_LOCKS_CACHED_DEFAULT})
   -h, --help    this text
 
 Exit status: 0 mounted (or, with -f, unmounted cleanly); 1 bad usage; 32 mount failure.

@@ -3,7 +3,8 @@
 // own directory. "On node i" means through node i's mount point: the test process itself or
 // python workers (host processes, tracked by the harness) that keep descriptors open between
 // the steps the test drives in lockstep. Nodes 0 and 2 mount with kernel caching (names and
-// attributes), node 1 with -o nokernelcache.
+// attributes), node 1 with -o nokernelcache; node 2 keeps at most 16 inodes' locks
+// (-o lockcache=16), so its cache gives locks back all the time.
 //
 //   (run in this order: the sequential cases first, the concurrent ones after)
 //   open_delete             open on A (and C), unlinked on B: the descriptor still works;
@@ -56,8 +57,10 @@ t.test('ocfs2-test multi-node cases on one 3-node o2cb cluster', async (t) => {
     await c.close();
   });
   // Nodes 0 and 2 let their kernels cache names and attributes (the downconvert invalidates
-  // them); node 1 caches nothing (-o nokernelcache): both ways meet in every case.
-  for (let i = 0; i < 3; i++) mounts.push(await step(c, `mount on node ${i}`, mountOn(c, i, i === 1 ? 'nokernelcache' : ''), 90_000));
+  // them); node 1 caches nothing (-o nokernelcache): both ways meet in every case. Node 2
+  // gives idle locks back beyond 16 inodes (each with what it covered).
+  const options = ['', 'nokernelcache', 'lockcache=16'];
+  for (let i = 0; i < 3; i++) mounts.push(await step(c, `mount on node ${i}`, mountOn(c, i, options[i]), 90_000));
   const mp = mounts.map((m) => m.mp);
   // Two workers per node: W[node][k].
   const W: PyWorker[][] = [0, 1, 2].map((i) => [0, 1].map((k) => {
@@ -576,6 +579,8 @@ R = res
     }
     await step(c, 'workers exit', Promise.all(workers.map((w) => w.proc.exited)), 20_000);
     for (const m of mounts) t.equal(await step(c, `unmount of node ${m.node}`, unmount(m)), 0, `node ${m.node} unmounts cleanly`);
+    const given = /(\d+) given back \(bound 16\)/.exec(mounts[2].server.stderr());
+    t.ok(given && Number(given[1]) > 0, `node 2 (lockcache=16) gave idle locks back: ${given?.[0] ?? 'no lock statistics logged'}`);
     const fsck = await c.world.run(0, process.execPath, [FSCK, '-n', c.world.sharedDisk], { env: nodeEnv(), timeoutMs: 120_000 });
     t.equal(fsck.status, 0, `fsck.o2fs -n: ${fsck.stdout}${fsck.stderr}`);
     // Every node unmounted cleanly: no slot may still be marked in use.

@@ -225,3 +225,37 @@ t.test('block cache: a decoded form lives exactly as long as its image', async (
   t.equal(cache.decodedOf(11, a1), undefined, 'evicted (the oldest, unreferenced) with its image');
   t.equal(cache.get(11), undefined);
 });
+
+t.test('block cache: owners drop exactly the blocks tagged with them, through every way a block leaves', async (t) => {
+  const cache = new BlockCache(4);
+  const img = (n: number): Buffer => Buffer.alloc(BS, n);
+  cache.set(20, img(1), [20, 5]); // an inode block read in a scope holding 5
+  cache.set(21, img(2), [21, 5, 20]); // a leaf of inode 20
+  cache.set(22, img(3), [22, 7]);
+  cache.set(23, img(4)); // untagged (a local mount)
+  t.equal(cache.ownedBy(5), 2);
+  t.equal(cache.ownedBy(20), 2);
+  t.equal(cache.forgetOwnedBy(20), 2, 'both blocks tagged with inode 20');
+  t.equal(cache.get(20), undefined);
+  t.equal(cache.get(21), undefined);
+  t.equal(cache.ownedBy(5), 0, 'the other owners forget them too');
+  t.ok(cache.get(22) && cache.get(23), 'unrelated blocks stay');
+  cache.set(22, img(9));
+  t.equal(cache.ownedBy(7), 1, 'a new image without owners keeps the tags');
+  cache.set(22, img(9), [22, 8]);
+  t.equal(cache.ownedBy(7), 0, 'new owners replace the old');
+  t.equal(cache.ownedBy(8), 1);
+  cache.delete(22);
+  t.equal(cache.ownedBy(8), 0, 'delete untags');
+  cache.set(30, img(1), [1]);
+  cache.set(31, img(1), [1]);
+  cache.set(32, img(1), [1]);
+  cache.set(33, img(1), [1]);
+  t.equal(cache.size, 4);
+  t.equal(cache.ownedBy(1), 3, 'eviction untags');
+  t.equal(cache.forgetOwnedBy(1), 3);
+  t.equal(cache.forgetOwnedBy(1), 0);
+  cache.set(40, img(1), [2]);
+  cache.clear();
+  t.equal(cache.ownedBy(2), 0, 'clear untags');
+});
