@@ -242,6 +242,16 @@ export class InodeLocks {
     return this.enqueue(s, blkno, generation);
   }
 
+  /**
+   * A transaction with changes commits. Inside an operation it must hold its locks at EX:
+   * a lock left at PR is given up without a checkpoint (nothing may have changed under it).
+   * Outside any operation only blocks no inode lock covers change (the slot map under S).
+   */
+  committing(): void {
+    const s = scopes.getStore();
+    if (s && s.mode !== 'EX') throw new Error('assertion: a transaction with changes commits in a read-only (PR) scope');
+  }
+
   /** The inodes whose locks cover a block entering the cache now (Volume's cache tags). */
   owners(blkno: number): readonly number[] | null {
     const s = scopes.getStore();

@@ -247,6 +247,7 @@ export class Transaction {
   async commit(opts: { durable?: boolean; inPlace?: boolean } = {}): Promise<void> {
     this.assertOpen();
     const guard = this.vol.inodeGuard;
+    if (guard && this.dirtyCount > 0) guard.committing();
     if (guard) {
       // Cluster mount: every inode changed must be ours at EX (a new one is locked here).
       for (const m of [this.changed, this.encoded]) {

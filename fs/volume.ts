@@ -39,6 +39,8 @@ export interface InodeGuard {
    * unless it already is (it would have no owner to be dropped with).
    */
   owners(blkno: number): readonly number[] | null;
+  /** A transaction with changes commits: it must run in an operation holding its locks at EX. */
+  committing(): void;
 }
 
 export interface Geometry {
