@@ -8,10 +8,12 @@
 // Prints median and p99 per operation:
 //   cached     EX lock + release of a level dlmglue already holds: no message at all
 //   uncached   first EX on a new name: mastery + grant through the node's daemon
+//   local      first EX on a new name mastered here without asking (LKF.LOCAL, as a new
+//              inode's locks): one round trip to the node's daemon
 //   ping-pong  two nodes alternately take EX on one name: BAST, downconvert, grant
 //   failover   kill -9 of the node holding EX until another node is granted it, with the
 //              cluster's default timeouts (o2nm: 500 ms x 12 heartbeat, 5 s idle)
-// Env: BENCH_CACHED (100000), BENCH_UNCACHED (2000), BENCH_PINGPONG (500), BENCH_FAILOVERS (3).
+// Env: BENCH_CACHED (100000), BENCH_UNCACHED (2000) (also local), BENCH_PINGPONG (500), BENCH_FAILOVERS (3).
 import { DlmGlue, LockRes } from '../fs/dlmglue';
 import { DEFAULT_TIMEOUTS } from '../dlm/o2cb/o2nm';
 import { O2cbCluster } from '../test/cluster/o2cb-cluster';
@@ -80,6 +82,9 @@ async function main(): Promise<void> {
 
     const uncached = await timed(N_UNCACHED, async (i) => (await nodes[0].glue.lock(nodes[0].glue.resource(`Mbench-new-${i}`), 'EX')).release());
     report('uncached', uncached.samples, uncached.wallMs);
+
+    const local = await timed(N_UNCACHED, async (i) => (await nodes[0].glue.lock(nodes[0].glue.resource(`Mbench-local-${i}`), 'EX', { local: true })).release());
+    report('local', local.samples, local.wallMs);
 
     const pp: LockRes[] = [nodes[0].glue.resource('Mbench-pingpong'), nodes[1].glue.resource('Mbench-pingpong')];
     const pingpong = await timed(N_PINGPONG, async (i) => (await nodes[i % 2].glue.lock(pp[i % 2], 'EX')).release());

@@ -151,9 +151,19 @@ export class ClusterState {
    * `created`: this operation created the inode (its open lock is new to everyone).
    */
   noteInUse(blkno: number, generation: number, created = false): void {
-    if (this.openLocks.has(blkno)) return;
+    const name = lockName(LOCK_TYPE.open, blkno, generation);
+    const had = this.openLocks.get(blkno);
+    if (had?.res.name === name) return;
+    // Held for an earlier inode in this block (one whose creation never committed): let it go.
+    if (had) {
+      this.openLocks.delete(blkno);
+      had.dropped = true;
+      had.held?.release();
+      had.held = null;
+      this.giveBackOpen(blkno, had.res);
+    }
     this.idleOpens.delete(blkno);
-    const entry = { res: this.h.glue.resource(lockName(LOCK_TYPE.open, blkno, generation)), held: null as LockHandle | null, dropped: false };
+    const entry = { res: this.h.glue.resource(name), held: null as LockHandle | null, dropped: false };
     this.openLocks.set(blkno, entry);
     const p: Promise<void> = this.h.glue.lock(entry.res, 'PR', { local: created }).then((held) => {
       if (entry.dropped) held.release();
@@ -182,12 +192,16 @@ export class ClusterState {
     while (this.idleOpens.size > this.h.locks.maxCached) {
       const [oldest, res] = this.idleOpens.entries().next().value as [number, LockRes];
       this.idleOpens.delete(oldest);
-      // Busy (a request in flight, or held again under a new entry): it stays; no cache to drop.
-      const p: Promise<unknown> = this.h.glue.dropIfIdle(res, async () => undefined)
-        .catch((e: Error) => this.h.log(`giving back the open lock of inode ${oldest}: ${e.message}`))
-        .finally(() => this.openDrops.delete(p));
-      this.openDrops.add(p);
+      this.giveBackOpen(oldest, res);
     }
+  }
+
+  /** Gives an open lock nobody here holds back to the DLM (busy: a request in flight, it stays; no cache to drop). */
+  private giveBackOpen(blkno: number, res: LockRes): void {
+    const p: Promise<unknown> = this.h.glue.dropIfIdle(res, async () => undefined)
+      .catch((e: Error) => this.h.log(`giving back the open lock of inode ${blkno}: ${e.message}`))
+      .finally(() => this.openDrops.delete(p));
+    this.openDrops.add(p);
   }
 
   /**

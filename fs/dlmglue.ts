@@ -83,6 +83,8 @@ export class LockRes {
   upconverting: LockMode | null = null;
   /** A cancel of that upconvert has been sent. */
   cancelling = false;
+  /** The level a brand-new lock's certain grant will give (DlmGlue.lockNew), until it comes. */
+  certain: LockMode | null = null;
   attached = false;
   private waiters: Array<() => void> = [];
   grantWaiter: ((status: number) => void) | null = null;
@@ -226,6 +228,8 @@ export class DlmGlue {
     if (held && !o.noqueue) assertLockOrder(held, res);
     for (let round = 0; ; round++) {
       if (round > 1_000_000) throw new Error(`assertion: lock ${res.name} never settled`);
+      // Nobody else knows the name yet (no BAST can come): the level on its way is as good as held.
+      if (res.certain !== null && MODE_ORDER[mode] <= MODE_ORDER[res.certain]) return this.hold(res, mode);
       if (res.busy || res.cancelling) {
         // A request of ours is in flight and may wait on a node that waits on us: do not wait behind it.
         if (o.noqueue && res.upconverting !== null) throw new FsError('EAGAIN');
@@ -242,6 +246,7 @@ export class DlmGlue {
       if (MODE_ORDER[mode] <= MODE_ORDER[res.level]) return this.hold(res, mode);
       res.busy = true;
       res.upconverting = mode;
+      if (o.local && !res.attached) return this.lockNew(res, mode);
       let status: number;
       try {
         status = await this.request(res, mode, (o.noqueue ? LKF.NOQUEUE : 0) | (o.noqueue && o.nudge ? LKF.NOQUEUEBAST : 0) | (o.local ? LKF.LOCAL : 0));
@@ -266,6 +271,34 @@ export class DlmGlue {
       if (status === LOCK_STATUS.EAGAIN) throw new FsError('EAGAIN');
       throw new FsError('EIO', `cluster lock ${res.name} failed with status ${status}`);
     }
+  }
+
+  /**
+   * A brand-new name (LKF.LOCAL): the grant is certain, so the holder goes on without
+   * waiting for it. Nobody else can ask for the name before it learns of it from something
+   * this node gives up later, and this node's later messages reach its lock daemon after
+   * this request, on the same connection (o2cbd handles a LOCAL request synchronously: it is
+   * mastered here before the next message is read). Until the grant comes, `busy` keeps any
+   * other request from being sent, and holders at up to the level on its way go on
+   * (`certain`). A refusal (the daemon gone or
+   * fencing us) is reported; the mount is being torn down then anyway.
+   */
+  private lockNew(res: LockRes, mode: 'PR' | 'EX'): LockHandle {
+    res.certain = mode;
+    void this.request(res, mode, LKF.LOCAL).then((status) => {
+      res.busy = false;
+      res.upconverting = null;
+      res.certain = null;
+      if (status === LOCK_STATUS.OK) {
+        res.attached = true;
+        if (MODE_ORDER[res.level] < MODE_ORDER[mode]) throw new Error(`assertion: ${res.name} granted ${res.level} for ${mode}`);
+      } else {
+        this.onDownconvertError(res.name, new FsError('EIO', `a new lock was refused (status ${status}) after its holder went on`));
+      }
+      res.wake();
+      if (res.blocking !== null) this.kick(res);
+    }).catch((e: Error) => this.onDownconvertError(res.name, e));
+    return this.hold(res, mode);
   }
 
   private hold(res: LockRes, mode: 'PR' | 'EX'): LockHandle {
@@ -387,6 +420,13 @@ export class DlmGlue {
 
   /** Drops every lock (umount); resources must have no holders. */
   async shutdown(): Promise<void> {
+    // New locks whose grants are still on the way (lockNew) come in first.
+    for (const res of this.resources.values()) {
+      for (let round = 0; res.busy; round++) {
+        if (round > 10_000) throw new Error(`assertion: lock ${res.name} stayed busy at shutdown`);
+        await res.changed();
+      }
+    }
     for (const res of this.resources.values()) {
       if (res.holdersEx + res.holdersPr > 0) throw new Error(`assertion: lock ${res.name} still held at shutdown`);
       if (!res.attached) continue;

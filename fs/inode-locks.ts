@@ -21,7 +21,9 @@
 // locked comes from an unlocked read of its block, checked once the lock is held (freed and
 // reused meanwhile: take the new one's lock instead). An inode created here is changed
 // before anyone could know its generation: its lock is mastered here without asking anyone
-// (LKF.LOCAL, ocfs2_create_new_inode_locks), which saves a create the mastery round trips.
+// (LKF.LOCAL, ocfs2_create_new_inode_locks), which saves a create the mastery round trips;
+// the grant is certain, so the creator does not wait for it (DlmGlue.lockNew), and asks for
+// the new inode's open lock at the same moment (host.created).
 //
 // Deadlocks: locks are waited for only in ascending block number (lock-names.ts: one rank,
 // ascending name order). A lock that sorts below one the scope holds, or wanted while the
@@ -96,6 +98,11 @@ export interface InodeLocksHost {
   checkpoint(): Promise<void>;
   /** Inode `blkno`'s lock drops to NL: forget the blocks it covered, and the kernel's attributes and names in it. */
   invalidate(blkno: number): void;
+  /**
+   * An operation is committing inode `blkno`, which it created (its lock is being made):
+   * the open lock can be asked for now, alongside (fs/cluster.ts).
+   */
+  created?(blkno: number, generation: number): void;
   log(line: string): void;
 }
 
@@ -239,6 +246,7 @@ export class InodeLocks {
     if (s.mode !== 'EX') throw new Error(`assertion: inode ${blkno} changed in a read-only (PR) scope`);
     if (s.held.has(blkno)) return undefined;
     if (!created) throw new Error(`assertion: inode ${blkno} changed without being read under its lock`);
+    this.host.created?.(blkno, generation);
     return this.enqueue(s, blkno, generation);
   }
 

@@ -126,6 +126,9 @@ export class MountedVolume {
         vol.forgetCoveredBy(blkno);
         mounted?.invalidateKernel(blkno);
       },
+      // A node creating an inode asks for its open lock alongside its inode lock (two
+      // round trips to the stack at once rather than one after the other).
+      created: (blkno, generation) => mounted?.cluster?.noteInUse(blkno, generation, true),
       log,
     }, o.lockCacheInodes) : null;
     try {

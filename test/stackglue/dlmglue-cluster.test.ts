@@ -45,3 +45,33 @@ for (const seed of [1, 2, 3, 4, 5, 6]) {
     t.ok(downconverts[0] + downconverts[1] > 0, 'the nodes gave way to each other');
   });
 }
+
+t.test('a brand-new lock (LKF.LOCAL) is held without waiting for its grant; a node that learns the name later waits for it', async (t) => {
+  const net = new SimNet({ nodes: 2, seed: 7, delayMaxMs: 3 });
+  const nodes = [glueOn(net, 0), glueOn(net, 1)];
+  t.teardown(() => {
+    for (const n of nodes) n.dom.abandon();
+    net.close();
+  });
+  for (const n of nodes) await n.dom.join();
+  const name = 'M0000000000000000000003000000ab';
+  const mine = nodes[0].glue.resource(name);
+  const h = await nodes[0].glue.lock(mine, 'EX', { local: true });
+  t.equal(nodes[0].glue.stackRequests, 1, 'one request sent');
+  const again = await nodes[0].glue.lock(mine, 'PR');
+  again.release();
+  t.pass('a second holder at a lower level goes on meanwhile');
+  // Node 1 learns the name only now (as from a directory node 0 gave up): node 0 masters
+  // it and holds EX, so node 1 waits until node 0 lets go.
+  let granted = false;
+  const theirs = nodes[1].glue.lock(nodes[1].glue.resource(name), 'EX').then((x) => {
+    granted = true;
+    return x;
+  });
+  await net.sleep(100);
+  t.notOk(granted, 'node 1 waits for node 0');
+  t.equal(mine.level, 'EX', 'node 0\'s grant came meanwhile');
+  h.release();
+  (await theirs).release();
+  t.ok(granted, 'node 1 gets EX once node 0 gives it up');
+});
