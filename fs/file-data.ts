@@ -209,23 +209,33 @@ export async function writeFile(tx: Transaction, ctx: AllocContext, ino: Inode, 
   const firstC = Math.floor(offset / cs);
   const lastC = Math.ceil(end / cs);
   const made = await allocateRange(tx, ctx, ino, firstC, lastC - firstC);
-  // New clusters only partly covered by this write are zero-filled first; so are
-  // preallocated (unwritten) ones, whose old contents must never show.
+  // Clusters whose old contents must never show: new ones, and preallocated (unwritten)
+  // ones at the edges. Their blocks this write does not reach are zero-filled here; the
+  // partly written blocks at its edges start from zeros instead of a read (writeMapped).
+  const fresh = new Set<number>();
   for (const m of made) {
-    for (const c of [m.cpos, m.cpos + m.run.clusters - 1]) {
-      const cStart = c * cs;
-      if (offset > cStart || end < cStart + cs) await tx.vol.writeData(tx.vol.clusterToBlock(m.run.startCluster + (c - m.cpos)), Buffer.alloc(cs));
-    }
+    for (const c of [m.cpos, m.cpos + m.run.clusters - 1]) fresh.add(c);
   }
   for (const c of new Set([firstC, lastC - 1])) {
     const ext = await extentAt(tx, ino, c);
-    const cStart = c * cs;
-    if (ext && ext.flags & EXTENT_FL.unwritten && (offset > cStart || end < cStart + cs)) {
-      await tx.vol.writeData(ext.blkno + (c - ext.cpos) * tx.vol.geo.blocksPerCluster, Buffer.alloc(cs));
-    }
+    if (ext && ext.flags & EXTENT_FL.unwritten) fresh.add(c);
+  }
+  const bpc = tx.vol.geo.blocksPerCluster;
+  const firstB = Math.floor(offset / bs);
+  const endB = Math.ceil(end / bs);
+  for (const c of fresh) {
+    if (c < firstC || c >= lastC) continue;
+    const ext = await extentAt(tx, ino, c);
+    if (!ext) throw new Error(`assertion: cluster ${c} of inode ${ino.blkno} not mapped after allocation`);
+    const phys = ext.blkno + (c - ext.cpos) * bpc;
+    // The cluster's blocks before and after the ones this write covers.
+    const before = Math.max(0, Math.min(bpc, firstB - c * bpc));
+    const after = Math.max(0, Math.min(bpc, (c + 1) * bpc - endB));
+    if (before > 0) await tx.vol.writeData(phys, Buffer.alloc(before * bs));
+    if (after > 0) await tx.vol.writeData(phys + bpc - after, Buffer.alloc(after * bs));
   }
   await markWritten(tx, ctx, ino, firstC, lastC - firstC);
-  await writeMapped(tx, ino, offset, data);
+  await writeMapped(tx, ino, offset, data, fresh);
   ino.size = Math.max(ino.size, end);
   tx.putInode(ino);
 }
@@ -244,10 +254,13 @@ export async function isWrittenRange(tx: Transaction, ino: Inode, start: number,
 }
 
 /**
- * Writes `data` at `offset` into clusters already allocated and written (partial blocks
- * read, changed and written back). Changes no metadata.
+ * Writes `data` at `offset` into clusters already mapped. A block the data covers only in
+ * part is completed from its old contents (one block read) or, in a cluster listed in
+ * `fresh` (logical cluster numbers whose old contents must not show), from zeros; each
+ * extent's run goes down in one write. (Direct I/O from a buffer that is not page-aligned
+ * reaches us as a large write ending mid-block and a small one after it.)
  */
-export async function writeMapped(tx: Transaction, ino: Inode, offset: number, data: Buffer): Promise<void> {
+export async function writeMapped(tx: Transaction, ino: Inode, offset: number, data: Buffer, fresh: ReadonlySet<number> = new Set()): Promise<void> {
   const cs = tx.vol.geo.clusterSize;
   const bs = tx.bs;
   const end = offset + data.length;
@@ -264,7 +277,16 @@ export async function writeMapped(tx: Transaction, ino: Inode, offset: number, d
     if (pos % bs === 0 && chunkEnd % bs === 0) {
       buf = data.subarray(pos - offset, chunkEnd - offset);
     } else {
-      buf = await tx.vol.readData(phys, lastBlock - firstBlock);
+      buf = Buffer.allocUnsafe((lastBlock - firstBlock) * bs);
+      // The partly covered blocks at either edge, as they are (or zeros where fresh).
+      const edges = new Set<number>();
+      if (pos % bs !== 0) edges.add(firstBlock);
+      if (chunkEnd % bs !== 0) edges.add(lastBlock - 1);
+      for (const b of edges) {
+        const at = (b - firstBlock) * bs;
+        if (fresh.has(Math.floor((b * bs) / cs))) buf.fill(0, at, at + bs);
+        else (await tx.vol.readData(phys + (b - firstBlock), 1)).copy(buf, at);
+      }
       data.copy(buf, pos - firstBlock * bs, pos - offset, chunkEnd - offset);
     }
     await tx.vol.writeData(phys, buf);

@@ -14,8 +14,9 @@ export interface Teardown {
   teardown(fn: () => unknown): void;
 }
 
-export async function makeVolume(t: Teardown, sizeBytes = 64 << 20): Promise<{ devicePath: string; region: HbRegion }> {
-  const dir = mkdtempSync(path.join(tmpdir(), 'o2hb-'));
+/** A formatted volume file in a temp dir (under `parent`: the system's temp dir by default). */
+export async function makeVolume(t: Teardown, sizeBytes = 64 << 20, parent = tmpdir()): Promise<{ devicePath: string; region: HbRegion }> {
+  const dir = mkdtempSync(path.join(parent, 'o2hb-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   const devicePath = path.join(dir, 'vol.img');
   const dev = await openFileDevice(devicePath, { create: { sizeBytes } });

@@ -1,7 +1,7 @@
 // o2hb on a real o2cb volume (a sparse image file), several heartbeats in this process: up,
 // clean stop, crash, restart, slot collision, self-fence on hung or failing writes, corrupt
 // peer blocks, dead-time mismatch. Child-process peers are in peers.test.ts.
-import { openSync, closeSync, writeSync, readSync } from 'node:fs';
+import { closeSync, existsSync, openSync, readSync, writeSync } from 'node:fs';
 import t from 'tap';
 import { decodeHeartbeat, encodeHeartbeat } from '../../fs/format/heartbeat';
 import { heartbeatRegionOf, HbRegion, O2Hb, O2HbError } from '../../dlm/o2cb/o2hb';
@@ -230,6 +230,18 @@ t.test('a peer advertising another dead time gets one warning', async (t) => {
   const warnings = a.logs.filter((l) => /advertises a dead time/.test(l));
   t.equal(warnings.length, 1);
   t.match(warnings[0], /node 1 advertises a dead time of 1500 ms but this node uses 1000 ms/);
+});
+
+t.test('a volume file on tmpfs (O_DIRECT on Linux 6.6+, refused before: then buffered with fdatasync): heartbeats as usual', async (t) => {
+  if (!existsSync('/dev/shm')) {
+    t.pass('skipped: no /dev/shm');
+    return;
+  }
+  const { region } = await makeVolume(t, 64 << 20, '/dev/shm');
+  const a = await startHb(t, { region, thisNode: 0, nodes: [0, 1], intervalMs: I, deadThreshold: DT });
+  const b = await startHb(t, { region, thisNode: 1, nodes: [0, 1], intervalMs: I, deadThreshold: DT });
+  await waitFor(() => a.hb.liveNodes().includes(1) && b.hb.liveNodes().includes(0), 10 * I, 'both up');
+  t.equal(decodeHeartbeat(readSlot(region, 1)).hbGeneration, b.hb.hbGeneration);
 });
 
 t.test('O_DIRECT path (forced on a file)', async (t) => {
