@@ -22,3 +22,18 @@ export function glueOn(net: SimNet, num: number): { glue: DlmGlue; dom: DlmDomai
   glue.attach(conn);
   return { glue, dom };
 }
+
+/** What a test gives joinAll(): tap's teardown. */
+interface Teardown {
+  teardown(fn: () => unknown): void;
+}
+
+/** Joins every node's domain, and leaves them and closes the network when the test ends. */
+export async function joinAll<N extends { dom: DlmDomain }>(t: Teardown, net: SimNet, nodes: N[]): Promise<N[]> {
+  t.teardown(() => {
+    for (const n of nodes) n.dom.abandon();
+    net.close();
+  });
+  for (const n of nodes) await n.dom.join();
+  return nodes;
+}

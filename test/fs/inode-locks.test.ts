@@ -8,7 +8,7 @@ import t from 'tap';
 import type { DlmGlue } from '../../fs/dlmglue';
 import { EXTENT_CHUNK_BYTES, InodeLocks, Restart } from '../../fs/inode-locks';
 import type { DlmDomain } from '../../dlm/o2cb/o2dlm/domain';
-import { glueOn } from '../dlm/sim-glue';
+import { glueOn, joinAll } from '../dlm/sim-glue';
 import { SimNet, prng } from '../dlm/simnet';
 
 interface Node {
@@ -271,11 +271,7 @@ t.test('a bounded lock cache: idle locks go back with what they covered, and no 
     }, BOUND);
     return { glue, dom, locks, cache, dirty };
   });
-  t.teardown(() => {
-    for (const n of nodes) n.dom.abandon();
-    net.close();
-  });
-  for (const n of nodes) await n.dom.join();
+  await joinAll(t, net, nodes);
   const INODE_COUNT = 60;
   const rounds = 120;
   const added = [0, 0, 0];

@@ -5,7 +5,7 @@
 // get EX in turn and never at once.
 import t from 'tap';
 import type { LockHandle } from '../../fs/dlmglue';
-import { glueOn } from '../dlm/sim-glue';
+import { glueOn, joinAll } from '../dlm/sim-glue';
 import { SimNet } from '../dlm/simnet';
 
 const NAME = 'M000000000000000000000200000000';
@@ -48,12 +48,7 @@ for (const seed of [1, 2, 3, 4, 5, 6]) {
 
 t.test('a brand-new lock (LKF.LOCAL) is held without waiting for its grant; a node that learns the name later waits for it', async (t) => {
   const net = new SimNet({ nodes: 2, seed: 7, delayMaxMs: 3 });
-  const nodes = [glueOn(net, 0), glueOn(net, 1)];
-  t.teardown(() => {
-    for (const n of nodes) n.dom.abandon();
-    net.close();
-  });
-  for (const n of nodes) await n.dom.join();
+  const nodes = await joinAll(t, net, [glueOn(net, 0), glueOn(net, 1)]);
   const name = 'M0000000000000000000003000000ab';
   const mine = nodes[0].glue.resource(name);
   const h = await nodes[0].glue.lock(mine, 'EX', { local: true });
