@@ -95,13 +95,13 @@ function errText(err: unknown): string {
  * blockdev/aligned-buffers.ts), so both buffers are carved out of one.
  */
 class RegionIo {
-  private fd: number;
-  private syncAfterWrite: boolean;
+  private readonly fd: number;
+  private readonly syncAfterWrite: boolean;
   private readonly readBuf: Buffer;
   private readonly writeBuf: Buffer;
   private readonly memory: WasmMemory;
   readonly lowNode: number;
-  direct: boolean;
+  readonly direct: boolean;
 
   constructor(private readonly cfg: WorkerConfig) {
     const r = cfg.region;
@@ -115,60 +115,26 @@ class RegionIo {
     this.readBuf = Buffer.from(this.memory.buffer, 0, readBytes);
     this.writeBuf = Buffer.from(this.memory.buffer, writeOffsetBytes, r.blockSizeBytes);
 
+    let fd: number;
     let isBlock: boolean;
     try {
+      // Probe the kind first: O_DIRECT is for block devices unless the caller forces it.
       const probe = openSync(r.devicePath, fsConstants.O_RDONLY);
       try {
         isBlock = fstatSync(probe).isBlockDevice();
       } finally {
         closeSync(probe);
       }
+      this.direct = cfg.direct ?? isBlock;
+      fd = openSync(r.devicePath, fsConstants.O_RDWR | (this.direct ? fsConstants.O_DIRECT : 0));
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
       throw new StartError(code === 'ENOENT' || code === 'EINVAL' ? 'EINVAL' : 'EIO', `${r.devicePath}: cannot open for heartbeat: ${errText(err)}`);
     }
-    // O_DIRECT, on a regular file too where its filesystem allows (tmpfs does not): the
-    // heartbeat then never reads a stale page and needs no fdatasync. On a file an
-    // fdatasync writes back every dirty page of it, i.e. the data a mount on this
-    // file-backed disk is writing, twice a second per node (measured: a cluster mount's
-    // sequential writes ran at 0.4x of a local mount's). Where O_DIRECT is refused,
-    // buffered I/O with an fdatasync after each write.
-    const tryDirect = cfg.direct ?? true;
-    let opened: { fd: number; direct: boolean } | null = null;
-    if (tryDirect) {
-      try {
-        opened = { fd: openSync(r.devicePath, fsConstants.O_RDWR | fsConstants.O_DIRECT), direct: true };
-      } catch (err) {
-        const code = (err as NodeJS.ErrnoException).code;
-        if (cfg.direct === true || isBlock || code !== 'EINVAL') {
-          throw new StartError(code === 'ENOENT' || code === 'EINVAL' ? 'EINVAL' : 'EIO', `${r.devicePath}: cannot open for heartbeat (O_DIRECT): ${errText(err)}`);
-        }
-      }
-    }
-    if (!opened) {
-      try {
-        opened = { fd: openSync(r.devicePath, fsConstants.O_RDWR), direct: false };
-      } catch (err) {
-        const code = (err as NodeJS.ErrnoException).code;
-        throw new StartError(code === 'ENOENT' || code === 'EINVAL' ? 'EINVAL' : 'EIO', `${r.devicePath}: cannot open for heartbeat: ${errText(err)}`);
-      }
-    }
-    this.fd = opened.fd;
-    this.direct = opened.direct;
-    this.syncAfterWrite = !opened.direct;
-    if (opened.direct && cfg.direct === undefined && !isBlock) {
-      // Some filesystems take O_DIRECT at open and refuse the I/O (alignment): look now.
-      try {
-        this.readAll();
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code !== 'EINVAL') throw err;
-        closeSync(opened.fd);
-        this.fd = openSync(r.devicePath, fsConstants.O_RDWR);
-        this.direct = false;
-        this.syncAfterWrite = true;
-      }
-    }
-    const fd = this.fd;
+    this.fd = fd;
+    // A file's writes must reach the disk other hosts read; a block device opened O_DIRECT
+    // already bypasses our page cache.
+    this.syncAfterWrite = !isBlock;
     if (!isBlock) {
       const size = fstatSync(fd).size;
       const end = r.firstBlockOffsetBytes + (highNode + 1) * r.blockSizeBytes;

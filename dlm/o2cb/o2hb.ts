@@ -49,7 +49,7 @@ export interface O2HbOptions {
   deadThreshold?: number;
   /** Self-fence when our write has not completed for this long. Default interval × (deadThreshold − 1). */
   writeTimeoutMs?: number;
-  /** Force O_DIRECT on (or off); default: on wherever the device's filesystem takes it. */
+  /** Force O_DIRECT on (or off); default: on for block devices, off for files. */
   direct?: boolean;
   /** Bound on start(), collision check included. Default interval × 3 + 15 s. */
   startTimeoutMs?: number;
