@@ -155,13 +155,7 @@ export class ClusterState {
     const had = this.openLocks.get(blkno);
     if (had?.res.name === name) return;
     // Held for an earlier inode in this block (one whose creation never committed): let it go.
-    if (had) {
-      this.openLocks.delete(blkno);
-      had.dropped = true;
-      had.held?.release();
-      had.held = null;
-      this.giveBackOpen(blkno, had.res);
-    }
+    if (had) this.giveBackOpen(blkno, this.letGo(blkno, had));
     this.idleOpens.delete(blkno);
     const entry = { res: this.h.glue.resource(name), held: null as LockHandle | null, dropped: false };
     this.openLocks.set(blkno, entry);
@@ -184,16 +178,21 @@ export class ClusterState {
   dropOpen(blkno: number): void {
     const entry = this.openLocks.get(blkno);
     if (!entry) return;
-    this.openLocks.delete(blkno);
-    entry.dropped = true;
-    entry.held?.release();
-    entry.held = null;
-    this.idleOpens.set(blkno, entry.res);
+    this.idleOpens.set(blkno, this.letGo(blkno, entry));
     while (this.idleOpens.size > this.h.locks.maxCached) {
       const [oldest, res] = this.idleOpens.entries().next().value as [number, LockRes];
       this.idleOpens.delete(oldest);
       this.giveBackOpen(oldest, res);
     }
+  }
+
+  /** Releases inode `blkno`'s open-lock entry (a grant still on its way is released on arrival); returns its resource. */
+  private letGo(blkno: number, entry: { res: LockRes; held: LockHandle | null; dropped: boolean }): LockRes {
+    this.openLocks.delete(blkno);
+    entry.dropped = true;
+    entry.held?.release();
+    entry.held = null;
+    return entry.res;
   }
 
   /** Gives an open lock nobody here holds back to the DLM (busy: a request in flight, it stays; no cache to drop). */

@@ -215,13 +215,14 @@ export class DlmGlue {
     return heldHere.run(held, () => fn((h) => void held.push(h.res)));
   }
 
-  /** Takes `mode` on a resource: from the cache when held, else from the stack. */
   /**
+   * Takes `mode` on a resource: from the cache when held, else from the stack.
+   * o.noqueue: only a try (EAGAIN if not grantable at once).
+   * o.nudge (with noqueue): a refused try still asks the holders in the way to give up cached levels.
    * o.local: the resource is brand new (its name holds a generation nobody can know yet, as
    * a just-created inode's locks do): the stack may master it here without asking anyone
-   * (OCFS2's ocfs2_create_new_inode_locks).
+   * (OCFS2's ocfs2_create_new_inode_locks), and the caller need not wait for the grant (lockNew).
    */
-  /** o.nudge (with noqueue): a refused try still asks the holders in the way to give up cached levels. */
   async lock(res: LockRes, mode: 'PR' | 'EX', o: { noqueue?: boolean; local?: boolean; nudge?: boolean } = {}): Promise<LockHandle> {
     const held = heldHere.getStore();
     // A try (NOQUEUE) cannot deadlock, whatever is held: it is how locks out of order are taken.
@@ -364,9 +365,7 @@ export class DlmGlue {
       if (round > 10_000) throw new Error(`assertion: lock ${res.name} never became idle`);
       await res.changed();
     }
-    if (this.resources.get(res.name) !== res) return;
-    this.resources.delete(res.name);
-    if (res.attached) await this.unlockDetached(res, async () => undefined);
+    await this.dropIfIdle(res, async () => undefined);
   }
 
   /**
@@ -377,7 +376,7 @@ export class DlmGlue {
    * lock cache (fs/inode-locks.ts).
    */
   async dropIfIdle(res: LockRes, before: (level: LockMode) => Promise<void>): Promise<boolean> {
-    if (res.busy || res.cancelling || res.holdersEx + res.holdersPr > 0 || this.resources.get(res.name) !== res) return false;
+    if (res.busy || res.cancelling || res.holdersEx + res.holdersPr > 0 || !this.keeps(res)) return false;
     this.resources.delete(res.name);
     if (res.attached) await this.unlockDetached(res, before);
     return true;

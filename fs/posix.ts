@@ -267,6 +267,11 @@ export class PosixFs implements FuseOps {
    */
   private entry(i: Inode, parent: number, name: Buffer, created = false): Entry {
     this.countLookup(i, parent, name, created);
+    return this.entryOf(i);
+  }
+
+  /** The entry reply for `i`, no lookup counted (readdirplus counts its own). */
+  private entryOf(i: Inode): Entry {
     return { ino: this.inoOf(i.blkno), generation: i.generation, attr: this.attr(i), entryTimeoutMs: this.entryTimeoutMs(), attrTimeoutMs: this.o.attrTimeoutMs };
   }
 
@@ -864,17 +869,16 @@ export class PosixFs implements FuseOps {
       out.reset();
       const counted: Array<{ child: Inode; name: Buffer }> = [];
       const dir = await this.dirInode(tx, a.ino);
-      const noLookup = (i: Inode): Entry => ({ ino: this.inoOf(i.blkno), generation: i.generation, attr: this.attr(i), entryTimeoutMs: this.entryTimeoutMs(), attrTimeoutMs: this.o.attrTimeoutMs });
       const fill = async (): Promise<void> => {
-        if (a.offset < 1 && !out.add({ entry: noLookup(dir), offset: 1, name: '.' })) return;
-        if (a.offset < 2 && !out.add({ entry: noLookup(await tx.getInode(dir.parentBlkno)), offset: 2, name: '..' })) return;
+        if (a.offset < 1 && !out.add({ entry: this.entryOf(dir), offset: 1, name: '.' })) return;
+        if (a.offset < 2 && !out.add({ entry: this.entryOf(await tx.getInode(dir.parentBlkno)), offset: 2, name: '..' })) return;
         let after = Math.max(a.offset, 2);
         for (;;) {
           const batch = await dirReaddir(tx, dir, after, READDIR_BATCH);
           if (batch.length === 0) return;
           for (const e of batch) {
             const child = await tx.getInode(e.ino);
-            if (!out.add({ entry: noLookup(child), offset: e.cookie, name: e.name })) return;
+            if (!out.add({ entry: this.entryOf(child), offset: e.cookie, name: e.name })) return;
             counted.push({ child, name: e.name });
             after = e.cookie;
           }
@@ -990,10 +994,9 @@ class KernelNames {
 
   /** Every name in directory `parent` (its inode number), forgetting them. */
   takeUnder(parent: number): Array<{ parent: number; name: Buffer }> {
-    const keys = this.byParent.get(parent);
-    if (!keys) return [];
-    const out = [...keys].map((k) => this.byKey.get(k)!);
-    for (const k of out.map((e) => KernelNames.key(e.parent, e.name))) this.removeKey(k);
+    const keys = [...(this.byParent.get(parent) ?? [])];
+    const out = keys.map((k) => this.byKey.get(k)!);
+    for (const k of keys) this.removeKey(k);
     return out;
   }
 
