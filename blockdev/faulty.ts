@@ -28,7 +28,7 @@
 import assert from 'node:assert/strict';
 import { InFlight } from './in-flight';
 import { Prng } from '../fs/prng';
-import { BlockDevice, BlockDeviceError, checkRange } from './types';
+import { BlockDevice, BlockDeviceError, checkRange, readTarget } from './types';
 
 export type PowerCutKeep = 'none' | 'random-subset' | 'prefix';
 
@@ -116,15 +116,15 @@ export class FaultyBlockDevice implements BlockDevice {
     return this.dead;
   }
 
-  async read(offsetBytes: number, lengthBytes: number): Promise<Buffer> {
+  async read(offsetBytes: number, lengthBytes: number, into?: Buffer): Promise<Buffer> {
     this.checkUsable();
     checkRange(this, offsetBytes, lengthBytes);
     this.consume('reads');
-    if (lengthBytes === 0) return Buffer.alloc(0);
+    if (lengthBytes === 0) return readTarget(0, into);
     // Snapshot before reading below: a flush may move an entry down and drop it from the log
     // while our lower read is in flight, and then only the snapshot still has it.
     const overlay = this.log.slice();
-    const out = await this.inFlight.track(() => this.lower.read(offsetBytes, lengthBytes));
+    const out = await this.inFlight.track(() => this.lower.read(offsetBytes, lengthBytes, into));
     this.checkAlive();
     const endBytes = offsetBytes + lengthBytes;
     for (const w of overlay) {

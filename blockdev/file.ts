@@ -27,7 +27,7 @@ import { constants as fsConstants, promises as fsp, type BigIntStats } from 'nod
 import type { FileHandle } from 'node:fs/promises';
 import { AlignedBufferPool } from './aligned-buffers';
 import { decodeDevT, readBlockGeometry } from './sysfs';
-import { BlockDevice, BlockDeviceError, checkRange } from './types';
+import { BlockDevice, BlockDeviceError, checkRange, readTarget } from './types';
 
 export interface FileDeviceOptions {
   readOnly?: boolean;
@@ -122,18 +122,19 @@ export class FileBlockDevice implements BlockDevice {
     this.pool = args.direct ? new AlignedBufferPool(Math.max(DIRECT_SLOT_BYTES, args.sectorSize), DIRECT_SLOT_COUNT) : null;
   }
 
-  async read(offsetBytes: number, lengthBytes: number): Promise<Buffer> {
+  async read(offsetBytes: number, lengthBytes: number, into?: Buffer): Promise<Buffer> {
     this.checkOpen();
     checkRange(this, offsetBytes, lengthBytes);
-    if (lengthBytes === 0) return Buffer.alloc(0);
-    const out = await this.inFlight.track(async () => {
+    const out = readTarget(lengthBytes, into);
+    if (lengthBytes === 0) return out;
+    await this.inFlight.track(async () => {
       try {
-        return this.pool ? await this.readDirect(this.pool, offsetBytes, lengthBytes) : await this.readBuffered(offsetBytes, lengthBytes);
+        if (this.pool) await this.readDirect(this.pool, offsetBytes, out);
+        else await this.preadFully(out, 0, lengthBytes, offsetBytes);
       } catch (err) {
         throw this.ioError('read', offsetBytes, lengthBytes, err);
       }
     });
-    assert(out.length === lengthBytes);
     return out;
   }
 
@@ -221,22 +222,15 @@ export class FileBlockDevice implements BlockDevice {
     }
   }
 
-  private async readBuffered(offsetBytes: number, lengthBytes: number): Promise<Buffer> {
-    const out = Buffer.allocUnsafe(lengthBytes);
-    await this.preadFully(out, 0, lengthBytes, offsetBytes);
-    return out;
-  }
-
   private async writeBuffered(offsetBytes: number, data: Buffer): Promise<void> {
     await this.pwriteFully(data, 0, data.length, offsetBytes);
   }
 
   // Direct I/O: slot-sized pieces, one after another, each through an aligned slot. Piece
   // lengths are multiples of sectorSize because the slot size is.
-  private async readDirect(pool: AlignedBufferPool, offsetBytes: number, lengthBytes: number): Promise<Buffer> {
-    const out = Buffer.allocUnsafe(lengthBytes);
-    for (let done = 0; done < lengthBytes;) {
-      const pieceBytes = Math.min(pool.slotBytes, lengthBytes - done);
+  private async readDirect(pool: AlignedBufferPool, offsetBytes: number, out: Buffer): Promise<void> {
+    for (let done = 0; done < out.length;) {
+      const pieceBytes = Math.min(pool.slotBytes, out.length - done);
       const slot = await pool.acquire();
       try {
         await this.preadFully(slot, 0, pieceBytes, offsetBytes + done);
@@ -246,7 +240,6 @@ export class FileBlockDevice implements BlockDevice {
       }
       done += pieceBytes;
     }
-    return out;
   }
 
   private async writeDirect(pool: AlignedBufferPool, offsetBytes: number, data: Buffer): Promise<void> {

@@ -4,9 +4,11 @@
 // Contract every implementation keeps (and test/blockdev/suite.ts checks):
 // - offsets and lengths are byte counts, multiples of `sectorSize`, inside [0, sizeBytes);
 //   anything else rejects with BlockDeviceError code 'EINVAL' (misaligned) or 'ERANGE'.
-// - read resolves with a Buffer of exactly `length` bytes; write resolves once the device
-//   has the data (not necessarily durable); flush resolves once every write that resolved
-//   before flush was called is durable.
+// - read resolves with a Buffer of exactly `length` bytes: `into` when the caller passes one
+//   (exactly `length` bytes long; the data lands there, nothing else is allocated), else a
+//   new one; write resolves once the device has the data (not necessarily durable) and holds
+//   no reference to the caller's buffer after that; flush resolves once every write that
+//   resolved before flush was called is durable.
 // - concurrent requests are allowed; their order is the caller's business.
 // - a read-only device rejects write with code 'EROFS' (flush and read still work).
 // - after close every call rejects with code 'ECLOSED'.
@@ -31,10 +33,17 @@ export interface BlockDevice {
   /** Smallest unit of I/O: offsets and lengths must be multiples of it. */
   readonly sectorSize: number;
   readonly readOnly: boolean;
-  read(offsetBytes: number, lengthBytes: number): Promise<Buffer>;
+  read(offsetBytes: number, lengthBytes: number, into?: Buffer): Promise<Buffer>;
   write(offsetBytes: number, data: Buffer): Promise<void>;
   flush(): Promise<void>;
   close(): Promise<void>;
+}
+
+/** The buffer a read fills: the caller's `into` (checked against the length) or a new one. */
+export function readTarget(lengthBytes: number, into: Buffer | undefined): Buffer {
+  if (into === undefined) return Buffer.allocUnsafe(lengthBytes);
+  if (into.length !== lengthBytes) throw new BlockDeviceError('EINVAL', `read into a ${into.length}-byte buffer of ${lengthBytes} bytes`);
+  return into;
 }
 
 /** Checks an I/O request against the device's geometry; throws BlockDeviceError. */

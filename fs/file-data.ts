@@ -156,35 +156,34 @@ async function uninline(tx: Transaction, ctx: AllocContext, ino: Inode): Promise
   tx.putInode(ino);
 }
 
-/** Reads `length` bytes at `offset`, clipped to the file size. */
+/**
+ * Reads `length` bytes at `offset`, clipped to the file size. The result is a view into a
+ * buffer covering whole blocks, so each extent's blocks are read straight into it (one read
+ * per extent, no copy); holes and unwritten extents are zero-filled.
+ */
 export async function readFile(tx: Transaction, ino: Inode, offset: number, length: number): Promise<Buffer> {
   const end = Math.min(ino.size, offset + length);
   if (end <= offset) return Buffer.alloc(0);
   if (ino.body.kind === 'inline') return Buffer.from(ino.body.data.subarray(offset, end));
-  const out = Buffer.alloc(end - offset);
   const cs = tx.vol.geo.clusterSize;
   const bs = tx.bs;
+  const baseBlock = Math.floor(offset / bs);
+  const whole = Buffer.allocUnsafe((Math.ceil(end / bs) - baseBlock) * bs);
   let pos = offset;
   while (pos < end) {
     const cpos = Math.floor(pos / cs);
     const ext = await extentAt(tx, ino, cpos);
-    if (!ext) {
-      pos = Math.min(end, (cpos + 1) * cs);
-      continue;
-    }
-    const extEndByte = Math.min(end, (ext.cpos + ext.clusters) * cs);
-    if (ext.flags & EXTENT_FL.unwritten) {
-      pos = extEndByte;
-      continue;
-    }
+    const next = ext ? Math.min(end, (ext.cpos + ext.clusters) * cs) : Math.min(end, (cpos + 1) * cs);
+    // Blocks [firstBlock, lastBlock) of `whole` hold bytes [pos, next): chunks meet on
+    // extent boundaries, which are block-aligned, so no two chunks share a block.
     const firstBlock = Math.floor(pos / bs);
-    const lastBlock = Math.ceil(extEndByte / bs);
-    const phys = ext.blkno + (firstBlock - ext.cpos * (cs / bs));
-    const data = await tx.vol.readData(phys, lastBlock - firstBlock);
-    data.copy(out, pos - offset, pos - firstBlock * bs, extEndByte - firstBlock * bs);
-    pos = extEndByte;
+    const lastBlock = Math.ceil(next / bs);
+    const view = whole.subarray((firstBlock - baseBlock) * bs, (lastBlock - baseBlock) * bs);
+    if (!ext || ext.flags & EXTENT_FL.unwritten) view.fill(0);
+    else await tx.vol.readData(ext.blkno + (firstBlock - ext.cpos * (cs / bs)), lastBlock - firstBlock, view);
+    pos = next;
   }
-  return out;
+  return whole.subarray(offset - baseBlock * bs, end - baseBlock * bs);
 }
 
 /** Writes `data` at `offset`, allocating clusters (zero-filled where partly written). */

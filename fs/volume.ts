@@ -193,9 +193,10 @@ export class Volume {
     }
   }
 
-  async readData(blkno: number, blocks: number): Promise<Buffer> {
+  /** Reads file data blocks (uncached); into `into` when given (exactly that many bytes). */
+  async readData(blkno: number, blocks: number, into?: Buffer): Promise<Buffer> {
     this.blockOffset(blkno + blocks - 1);
-    return this.dev.read(this.blockOffset(blkno), blocks * this.geo.blockSize);
+    return this.dev.read(this.blockOffset(blkno), blocks * this.geo.blockSize, into);
   }
 
   async writeData(blkno: number, data: Buffer): Promise<void> {

@@ -37,6 +37,8 @@ const PAGE_BYTES = 4096; // x86_64/arm64-4k; max_pages below assumes it
 const MIB = 1024 * 1024;
 /** Requests up to this size are copied out so the reader keeps its big buffer. */
 const COPY_OUT_MAX_BYTES = 64 * 1024;
+/** Request buffers kept for reuse by the readers (each is max_write plus room for headers). */
+const SPARE_BUFFERS_MAX = 4;
 /** A reader gives up after this many consecutive failed reads of an unexpected kind. */
 const READ_ERRORS_IN_A_ROW_MAX = 100;
 /** ...and after this many consecutive benign retries (EINTR/EAGAIN/ENOENT). */
@@ -145,6 +147,8 @@ export class FuseSession {
   private state: State = 'new';
   private initInfo: InitInfo | undefined;
   private readersRunning = 0;
+  /** Big request buffers handed back once their WRITE was answered (readerLoop). */
+  private readonly spareBuffers: Buffer[] = [];
   private destroyCalled = false;
   private readonly inFlight = new Map<bigint, InFlightRequest>();
   private readonly capacityWaiters: (() => void)[] = [];
@@ -336,7 +340,7 @@ export class FuseSession {
   // --- Reading ------------------------------------------------------------------------------
 
   private async readerLoop(readerId: number): Promise<void> {
-    let buf = Buffer.allocUnsafeSlow(this.readBufferBytes);
+    let buf: Buffer = Buffer.allocUnsafeSlow(this.readBufferBytes);
     let errorsInARow = 0;
     let retriesInARow = 0;
     try {
@@ -365,15 +369,20 @@ export class FuseSession {
         }
         errorsInARow = 0;
         retriesInARow = 0;
-        let request: Buffer;
-        if (lengthBytes > COPY_OUT_MAX_BYTES) {
-          // A big WRITE: hand the buffer to the request and take a fresh one.
-          request = buf.subarray(0, lengthBytes);
-          buf = Buffer.allocUnsafeSlow(this.readBufferBytes);
-        } else {
-          request = Buffer.from(buf.subarray(0, lengthBytes));
+        if (lengthBytes <= COPY_OUT_MAX_BYTES) {
+          void this.handleRequest(Buffer.from(buf.subarray(0, lengthBytes)));
+          continue;
         }
-        void this.handleRequest(request);
+        // A big request (a WRITE, or SETXATTR with a big value): it takes this buffer and
+        // the reader a spare one. A WRITE's data is valid only until its handler settles
+        // (WriteArgs.data), so its buffer is reused after that; fresh buffers cost a page
+        // fault per 4 KiB. Other requests may leave references behind: theirs are not reused.
+        const lent = buf;
+        buf = this.spareBuffers.pop() ?? Buffer.allocUnsafeSlow(this.readBufferBytes);
+        const request = lent.subarray(0, lengthBytes);
+        const reusable = lengthBytes >= InHeader.size && request.readUInt32LE(InHeader.opcode) === Opcode.WRITE;
+        const handled = this.handleRequest(request);
+        if (reusable) void handled.then(() => this.spareBuffers.length < SPARE_BUFFERS_MAX && this.spareBuffers.push(lent));
       }
     } catch (err) {
       this.log(`o2fs fuse: reader ${readerId} stopped: ${(err as Error).stack ?? String(err)}`);

@@ -121,6 +121,20 @@ export function blockDeviceSuite(t: tap.Test, name: string, factory: DeviceFacto
       span.subarray(2 * ss, 3 * ss).equals(fence) && span.subarray(3 * ss).equals(patternBytes(3, ss)), 'a read across four writes sees all of them');
   });
 
+  withDevice('read into a caller buffer fills that buffer; a write does not keep the caller buffer', async (t, { dev }) => {
+    const ss = dev.sectorSize;
+    const data = patternBytes(41, 3 * ss);
+    await dev.write(5 * ss, data);
+    data.fill(0xee); // the caller reuses its buffer at once
+    const backing = Buffer.alloc(5 * ss, 0x77);
+    const into = backing.subarray(ss, 4 * ss);
+    const got = await dev.read(5 * ss, 3 * ss, into);
+    t.equal(got, into, 'resolves with the caller buffer');
+    t.ok(into.equals(patternBytes(41, 3 * ss)), 'the data landed in it');
+    t.ok(backing.subarray(0, ss).every((b) => b === 0x77) && backing.subarray(4 * ss).every((b) => b === 0x77), 'bytes around it untouched');
+    await t.rejects(dev.read(0, 2 * ss, Buffer.alloc(ss)), { code: 'EINVAL' }, 'a buffer of the wrong length is refused');
+  });
+
   withDevice('a partial overwrite replaces exactly the sectors written', async (t, { dev }) => {
     const ss = dev.sectorSize;
     const base = patternBytes(10, 8 * ss);

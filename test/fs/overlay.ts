@@ -19,9 +19,9 @@ export class OverlayDevice implements BlockDevice {
     this.sectorSize = lower.sectorSize;
   }
 
-  async read(offsetBytes: number, lengthBytes: number): Promise<Buffer> {
+  async read(offsetBytes: number, lengthBytes: number, into?: Buffer): Promise<Buffer> {
     this.check(offsetBytes, lengthBytes);
-    const out = await this.lower.read(offsetBytes, lengthBytes);
+    const out = await this.lower.read(offsetBytes, lengthBytes, into);
     for (let o = 0; o < lengthBytes; o += this.sectorSize) {
       const s = this.sectors.get(offsetBytes + o);
       if (s) s.copy(out, o);
