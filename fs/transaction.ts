@@ -11,7 +11,7 @@
 import { isDeepStrictEqual } from 'node:util';
 import { CorruptionError, FsError } from './errors';
 import { SIG, Signature } from './format/constants';
-import { DirLeaf, cloneDirLeaf, decodeDirLeaf, encodeDirLeaf } from './format/dirent';
+import { DirLeaf, cloneDirLeaf, decodeDirLeaf, encodeDirLeaf, viewDirLeafOverImage } from './format/dirent';
 import { ExtentBlock, cloneExtentBlock, decodeExtentBlock, encodeExtentBlock } from './format/extent-block';
 import { GroupDesc, cloneGroup, decodeGroup, encodeGroup, viewGroupOverImage } from './format/group';
 import { Inode, cloneInode, decodeInode, encodeInode, viewInodeOverImage } from './format/inode';
@@ -35,11 +35,6 @@ interface Codec<T> {
   keep(obj: T, image: Buffer): T | null;
 }
 
-/** True when `buf` lies inside `image`'s bytes. */
-function isViewOf(buf: Buffer, image: Buffer): boolean {
-  return buf.buffer === image.buffer && buf.byteOffset >= image.byteOffset && buf.byteOffset + buf.length <= image.byteOffset + image.length;
-}
-
 const INODE: Codec<Inode> = { signature: SIG.inode, decode: decodeInode, encode: encodeInode, clone: cloneInode, keep: viewInodeOverImage };
 const GROUP: Codec<GroupDesc> = { signature: SIG.group, decode: decodeGroup, encode: encodeGroup, clone: cloneGroup, keep: viewGroupOverImage };
 const EXTENT_BLOCK: Codec<ExtentBlock> = { signature: SIG.extentBlock, decode: decodeExtentBlock, encode: encodeExtentBlock, clone: cloneExtentBlock, keep: (eb) => eb };
@@ -48,9 +43,9 @@ const DIR_LEAF: Codec<DirLeaf> = {
   decode: decodeDirLeaf,
   encode: encodeDirLeaf,
   clone: cloneDirLeaf,
-  // Decoded names are views into the image. A leaf changed in a transaction holds names of
-  // older images, and keeping it would keep each of those images alive: decode again instead.
-  keep: (leaf, image) => (leaf.entries.every((e) => isViewOf(e.name, image)) ? leaf : null),
+  // Decoded names are views into the image; a leaf changed in a transaction is re-pointed at
+  // its new image so it does not keep older ones alive.
+  keep: viewDirLeafOverImage,
 };
 // Rare, and its names and values are small pooled copies (see viewInodeOverImage): not kept.
 const XATTR_BLOCK: Codec<XattrBlock> = { signature: SIG.xattrBlock, decode: decodeXattrBlock, encode: encodeXattrBlock, clone: cloneXattrBlock, keep: () => null };

@@ -144,6 +144,27 @@ export function decodeDirLeaf(buf: Buffer): DirLeaf {
 }
 
 /**
+ * `leaf` (equal to what `image` decodes to) with every name a view into `image`, where
+ * encodeDirLeaf put it: a leaf whose names are views of older images would keep those
+ * alive. Cheaper than a decode: nothing is parsed or checked again. Entries already viewing
+ * the right bytes are kept; the others are replaced (Dirents are never changed in place).
+ */
+export function viewDirLeafOverImage(leaf: DirLeaf, image: Buffer): DirLeaf {
+  let p = image.byteOffset + DIR_LEAF_ENTRIES_OFFSET;
+  const entries = leaf.entries;
+  for (let i = 0; i < entries.length; i++) {
+    const e = entries[i];
+    const at = p + DIRENT_HEADER_BYTES;
+    if (e.name.buffer !== image.buffer || e.name.byteOffset !== at) {
+      const name = image.subarray(at - image.byteOffset, at - image.byteOffset + e.name.length);
+      entries[i] = { ino: e.ino, cookie: e.cookie, fileType: e.fileType, name };
+    }
+    p = at + e.name.length;
+  }
+  return leaf;
+}
+
+/**
  * A copy with its own entries array, equal to decodeDirLeaf(encodeDirLeaf(leaf)). The Dirent
  * objects and their names are shared: they are never changed in place, only replaced.
  */

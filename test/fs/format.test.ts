@@ -7,7 +7,7 @@ import { isDeepStrictEqual } from 'node:util';
 import { BlockCache } from '../../fs/block-cache';
 import { CorruptionError } from '../../fs/errors';
 import { DYN, INODE_FL, NO_SLOT, S_IFDIR, S_IFREG, SIG, SYSFILE, sysFileId, sysFileNameOfId } from '../../fs/format/constants';
-import { cloneDirLeaf, decodeDirLeaf, decodeInlineDir, encodeDirLeaf, encodeInlineDir, nameCookie, majorOfCookie, nameMajorHash, murmur3 } from '../../fs/format/dirent';
+import { cloneDirLeaf, decodeDirLeaf, decodeInlineDir, encodeDirLeaf, encodeInlineDir, nameCookie, majorOfCookie, nameMajorHash, murmur3, viewDirLeafOverImage } from '../../fs/format/dirent';
 import { cloneExtentBlock, decodeExtentBlock, encodeExtentBlock, extentBlockCapacity } from '../../fs/format/extent-block';
 import { cloneGroup, decodeGroup, encodeGroup, countSetBits, setBit, viewGroupOverImage } from '../../fs/format/group';
 import { decodeHeartbeat, encodeHeartbeat } from '../../fs/format/heartbeat';
@@ -117,6 +117,16 @@ t.test('directory entries: cookies, hashes, leaves and inline directories', asyn
   for (const e of entries) t.equal(majorOfCookie(e.cookie), nameMajorHash(e.name, seed));
   const leaf = { blkno: 77, fsGeneration: FSGEN, suballoc: { slot: 0, bit: 1, groupBlkno: 76 }, ownerBlkno: 9, entries };
   t.same(decodeDirLeaf(encodeDirLeaf(leaf, BS)), leaf);
+  // Kept beside its image, a leaf must view only that image: half the names come from a
+  // decode of an older image, half are the caller's own buffers.
+  const older = decodeDirLeaf(encodeDirLeaf(leaf, BS));
+  const mixed = { ...leaf, entries: entries.map((e, i) => (i % 2 === 0 ? older.entries[i] : e)) };
+  const image = encodeDirLeaf(mixed, BS);
+  const viewed = viewDirLeafOverImage({ ...mixed, entries: mixed.entries.slice() }, image);
+  t.ok(isDeepStrictEqual(viewed, decodeDirLeaf(image)), 'a leaf re-pointed at its image equals its decode');
+  t.ok(viewed.entries.every((e) => e.name.buffer === image.buffer), 'every name is a view into the new image');
+  const again = viewDirLeafOverImage({ ...viewed, entries: viewed.entries.slice() }, image);
+  t.ok(again.entries.every((e, i) => e === viewed.entries[i]), 'entries already viewing their place are kept');
   const inline = encodeInlineDir(entries.slice(0, 10), Infinity);
   t.same(decodeInlineDir(inline, 9), entries.slice(0, 10));
   const swapped = [entries[1], entries[0]];
