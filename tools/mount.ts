@@ -12,7 +12,7 @@ import path from 'node:path';
 import { openDevice } from '../blockdev/open';
 import { FsError } from '../fs/errors';
 import { ERRORS_POLICY, ErrorsPolicy } from '../fs/format/constants';
-import { FuseSession } from '../fs/fuse/session';
+import { FuseSession, POLL_AFTER_REPLY_US_DEFAULT } from '../fs/fuse/session';
 import { abortFuse, isFuseMounted, mountFuse, unmountFuse } from '../fs/fuse/mount';
 import { INODE_LOCKS_CACHED_DEFAULT, INODE_LOCKS_CACHED_MIN } from '../fs/inode-locks';
 import { PosixFs } from '../fs/posix';
@@ -45,6 +45,8 @@ export interface MountOpts {
   nocluster: boolean;
   noKernelCache: boolean;
   lockCacheInodes?: number;
+  /** FuseSessionOptions.pollAfterReplyUs (mount option replypoll=US). */
+  replyPollUs?: number;
 }
 
 /** Options mount(8) and fstab pass that mean nothing to o2fs (or are its defaults). */
@@ -71,6 +73,10 @@ export function parseMountOptions(list: string[]): MountOpts {
       const n = Number(value);
       if (!Number.isInteger(n) || n < INODE_LOCKS_CACHED_MIN || n > 1e7) throw new UsageError(`lockcache= takes a number of inodes, ${INODE_LOCKS_CACHED_MIN}..10000000`);
       o.lockCacheInodes = n;
+    } else if (key === 'replypoll') {
+      const n = Number(value);
+      if (!Number.isInteger(n) || n < 0 || n > 1000) throw new UsageError('replypoll= takes microseconds, 0..1000');
+      o.replyPollUs = n;
     }
     else if (!IGNORED.has(opt) && !IGNORED.has(key)) throw new UsageError(`unknown mount option ${JSON.stringify(opt)}`);
   }
@@ -121,7 +127,7 @@ export async function serve(device: string, mountpoint: string, o: MountOpts, on
     await dev.close();
     throw e;
   }
-  const session = new FuseSession(fd, fs, { noKernelCache, uncachedData, log, readers: FUSE_READERS });
+  const session = new FuseSession(fd, fs, { noKernelCache, uncachedData, log, readers: FUSE_READERS, pollAfterReplyUs: o.replyPollUs });
   fs.attachKernel({
     invalEntry: (parent, name) => session.notifyInvalEntry(parent, name),
     invalidateAttrsNow: (ino) => session.invalidateAttrsNow(ino),
@@ -155,10 +161,12 @@ export async function serve(device: string, mountpoint: string, o: MountOpts, on
     rmSync(pidFile(mountpoint), { force: true });
   }
   if (panicked) return EXIT_ERROR;
+  const stats = session.stats;
   if (m.cluster) {
-    const ops = Object.entries(session.stats.byOpcode).sort((a, b) => b[1] - a[1]).map(([op, n]) => `${op} ${n}`);
+    const ops = Object.entries(stats.byOpcode).sort((a, b) => b[1] - a[1]).map(([op, n]) => `${op} ${n}`);
     log(`requests served: ${ops.join(', ')}`);
   }
+  log(`${stats.requests} requests; polls after a reply: ${stats.pollsFound} found the next request, ${stats.pollsMissed} did not`);
   await m.unmount();
   await dev.close();
   log('unmounted cleanly');
@@ -184,6 +192,9 @@ until the volume is unmounted.
                            (only if no other node can have it mounted)
       nokernelcache        no kernel caching of names, attributes or pages
       lockcache=N          cluster: keep the locks of at most N inodes cached (default ${INODE_LOCKS_CACHED_DEFAULT})
+      replypoll=US         after answering a request, poll up to US microseconds for
+                           the next one before sleeping, while requests come that fast
+                           (default ${POLL_AFTER_REPLY_US_DEFAULT}; 0 never)
   -h, --help    this text
 
 Exit status: 0 mounted (or, with -f, unmounted cleanly); 1 bad usage; 32 mount failure.

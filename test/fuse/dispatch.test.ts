@@ -11,7 +11,7 @@ import type { Attr, FuseOps, RequestContext } from '../../fs/fuse/ops';
 import {
   AttrOut, EntryOut, GetxattrOut, InitFlag, OpenOutFlag, Opcode, NotifyCode, OutHeader,
 } from '../../fs/fuse/protocol';
-import { FuseSession, type FuseSessionOptions } from '../../fs/fuse/session';
+import { FuseSession, POLL_AFTER_REPLY_US_DEFAULT, type FuseSessionOptions } from '../../fs/fuse/session';
 import { FakeChannel, initRequest, request } from './fake-channel';
 
 const E = constants.errno;
@@ -410,4 +410,35 @@ t.test('in-flight requests are bounded: readers pause at maxInFlight', async (t)
   t.equal(channel.replies.filter((r) => r.unique >= 100n).length, 5, 'all five answered in the end');
   channel.end();
   await s.closed;
+});
+
+t.test('polling after replies: on while it finds requests, then one probe per 64 replies', async (t) => {
+  const { channel, session } = await initialized(makeOps());
+  const asked: number[] = [];
+  let found = true;
+  (channel as FakeChannel & { pollBriefly(budgetNs: number): boolean }).pollBriefly = (budgetNs) => {
+    asked.push(budgetNs);
+    return found;
+  };
+  const getattr = (unique: bigint): Promise<void> => session.handleRequest(request(Opcode.GETATTR, unique, 2n, Buffer.alloc(16)));
+  for (let i = 0; i < 10; i++) await getattr(100n + BigInt(i));
+  t.equal(asked.length, 10, 'a poll after every reply while polls find requests');
+  t.ok(asked.every((ns) => ns === POLL_AFTER_REPLY_US_DEFAULT * 1000), 'with the default budget');
+  found = false;
+  for (let i = 0; i < 200; i++) await getattr(200n + BigInt(i));
+  // Two misses stop it; then every 64th reply probes: 2 + floor(198 / 64) = 5 polls.
+  t.equal(asked.length - 10, 5, 'two misses, then a probe every 64 replies');
+  found = true;
+  for (let i = 0; i < 64; i++) await getattr(500n + BigInt(i));
+  // 6 replies had passed since the last probe: the 58th reply now probes, finds, and the 6
+  // replies after it poll again.
+  t.equal(asked.length - 15, 7, 'a probe that finds a request turns polling back on');
+  t.same({ found: session.stats.pollsFound, missed: session.stats.pollsMissed }, { found: 10 + (asked.length - 15), missed: 5 });
+
+  const off = await initialized(makeOps(), { pollAfterReplyUs: 0 });
+  let offPolls = 0;
+  (off.channel as FakeChannel & { pollBriefly(budgetNs: number): boolean }).pollBriefly = () => (offPolls++, true);
+  await off.session.handleRequest(request(Opcode.GETATTR, 9n, 2n, Buffer.alloc(16)));
+  t.equal(offPolls, 0, 'pollAfterReplyUs 0: never');
+  t.throws(() => new FuseSession(new FakeChannel(), makeOps(), { pollAfterReplyUs: 5000 }), /pollAfterReplyUs/);
 });

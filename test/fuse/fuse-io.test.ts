@@ -204,3 +204,20 @@ print(json.dumps(out))
     t.equal(server.closedReason(), 'unmounted', 'ENODEV on read ended the session');
   });
 });
+
+t.test('real FUSE mount: a client asking back to back finds the session polling after its replies', async (t) => {
+  for (const pollAfterReplyUs of [undefined, 0]) {
+    const server = await startMemfsServer(t, pollAfterReplyUs === undefined ? {} : { pollAfterReplyUs });
+    // A client in a tight loop (another process: synchronous lstat of names that do not
+    // exist, so every one is a LOOKUP the kernel cannot answer from its cache).
+    const loop = `let n = 0; for (let i = 0; i < 2000; i++) { try { require('fs').lstatSync(${JSON.stringify(server.mountpoint)} + '/absent-' + i); } catch (e) { if (e.code === 'ENOENT') n++; } } process.stdout.write(String(n));`;
+    const run = await runTool(process.execPath, ['-e', loop], { timeoutMs: OP_TIMEOUT_MS });
+    t.equal(run.stdout, '2000', 'every lstat answered ENOENT');
+    const s = await server.call<{ session: { pollsFound: number; pollsMissed: number } }>({ cmd: 'stats' });
+    if (pollAfterReplyUs === 0) {
+      t.same(s.session, { ...s.session, pollsFound: 0, pollsMissed: 0 }, 'replypoll 0: no polling at all');
+    } else {
+      t.ok(s.session.pollsFound >= 10, `polls found ${s.session.pollsFound} of 2000 back-to-back LOOKUPs (missed ${s.session.pollsMissed})`);
+    }
+  }
+});

@@ -21,6 +21,7 @@ export interface ServerConfig {
   defaultPermissions?: boolean;
   readers?: number;
   readOnly?: boolean;
+  pollAfterReplyUs?: number;
 }
 
 export type ServerCommand =
@@ -53,6 +54,7 @@ async function main(): Promise<void> {
   });
   const session = new FuseSession(fd, memfs, {
     noKernelCache: config.noKernelCache ?? false, ...(config.readers !== undefined ? { readers: config.readers } : {}),
+    ...(config.pollAfterReplyUs !== undefined ? { pollAfterReplyUs: config.pollAfterReplyUs } : {}),
   });
   session.start();
 
