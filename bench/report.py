@@ -4,7 +4,9 @@
     report.py RESULTS_TSV OUT_JSON key=value...   (the key=values are the run's parameters)
 
 RESULTS_TSV has one line per figure: target <TAB> metric <TAB> value (empty = failed or
-skipped). Every metric is "higher is better". Ratios are o2fs/bindfs and o2fs/plain; the
+skipped), a figure measured in several rounds on several lines. Every metric is "higher is
+better". The table shows each figure's median over its rounds (every round's value is printed
+below it and kept in the JSON); ratios are of medians, o2fs/bindfs and o2fs/plain; the
 targets (DESIGN.md section 8) are judged against bindfs, the FUSE ceiling on this disk.
 """
 import json
@@ -38,6 +40,14 @@ def fmt(v):
     return f'{v:.1f}'
 
 
+def median(xs):
+    xs = sorted(x for x in xs if x is not None)
+    if not xs:
+        return None
+    mid = len(xs) // 2
+    return xs[mid] if len(xs) % 2 else (xs[mid - 1] + xs[mid]) / 2
+
+
 def ratio(a, b):
     if a is None or b is None or b == 0:
         return None
@@ -47,15 +57,16 @@ def ratio(a, b):
 def main() -> int:
     tsv, out_json = sys.argv[1], sys.argv[2]
     params = dict(kv.split('=', 1) for kv in sys.argv[3:])
-    values = {m[0]: {} for m in METRICS}
+    samples = {m[0]: {} for m in METRICS}
     with open(tsv) as f:
         for line in f:
             parts = line.rstrip('\n').split('\t')
             if len(parts) != 3:
                 continue
             target, metric, value = parts
-            if metric in values:
-                values[metric][target] = float(value) if value not in ('', 'null') else None
+            if metric in samples:
+                samples[metric].setdefault(target, []).append(float(value) if value not in ('', 'null') else None)
+    values = {m: {t: median(xs) for t, xs in by.items()} for m, by in samples.items()}
     present = [t for t in TARGETS if any(t in values[m[0]] for m in METRICS)]
 
     head = ['workload', 'unit'] + present + ['o2fs/bindfs', 'o2fs/plain', 'target']
@@ -73,6 +84,7 @@ def main() -> int:
             verdict = f'>= {target}x bindfs: {"met" if rb >= target else "MISSED"}'
         rows.append([label, unit] + [fmt(v.get(t)) for t in present] + [fmt(rb) if rb is None else f'{rb:.2f}', fmt(rp) if rp is None else f'{rp:.2f}', verdict])
         results[metric] = {'label': label, 'unit': unit, 'values': {t: v.get(t) for t in present},
+                           'rounds': {t: samples[metric].get(t, []) for t in present},
                            'o2fs_over_bindfs': rb, 'o2fs_over_plain': rp,
                            'target_over_bindfs': target, 'target_met': None if target is None or rb is None else rb >= target}
 
@@ -82,6 +94,13 @@ def main() -> int:
     print('  '.join('-' * w for w in widths))
     for r in rows:
         print(line(r))
+    rounds = max((len(xs) for by in samples.values() for xs in by.values()), default=0)
+    if rounds > 1:
+        print(f'\nevery round ({rounds} rounds, targets in a rotated order each round):')
+        for metric, label, _unit, _target in METRICS:
+            by = samples[metric]
+            if by:
+                print(f'  {label}: ' + '; '.join(f'{t} ' + ' '.join(fmt(x) for x in by[t]) for t in present if t in by))
 
     doc = {
         'date': time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime()),

@@ -25,7 +25,9 @@ import assert from 'node:assert/strict';
 import { InFlight } from './in-flight';
 import { constants as fsConstants, promises as fsp, type BigIntStats } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
+import { constants as osConstants } from 'node:os';
 import { AlignedBufferPool } from './aligned-buffers';
+import { nowait, type NoWait } from './nowait';
 import { decodeDevT, readBlockGeometry } from './sysfs';
 import { BlockDevice, BlockDeviceError, checkRange, readTarget } from './types';
 
@@ -38,6 +40,8 @@ export interface FileDeviceOptions {
   exclusive?: boolean;
   /** How long close() waits for in-flight I/O before rejecting with 'EIO'. Default 30 s. */
   closeTimeoutMs?: number;
+  /** RWF_NOWAIT I/O on the calling thread (tests pass a fake, or null for none). Default: the addon, if built. */
+  noWait?: NoWait | null;
 }
 
 const SECTOR_SIZE_MIN = 512;
@@ -45,6 +49,14 @@ const SECTOR_SIZE_MAX = 65536;
 const DEFAULT_SECTOR_SIZE = 512;
 const DEFAULT_CLOSE_TIMEOUT_MS = 30_000;
 const CREATE_MODE = 0o644;
+/**
+ * Largest read or write tried with RWF_NOWAIT on the event loop: a page-cache copy of this
+ * much costs less than the two thread wake-ups of the threadpool (tens of microseconds on a
+ * VM); bigger copies stay off the event loop.
+ */
+const NOWAIT_BYTES_MAX = 64 * 1024;
+const ERRNO = osConstants.errno;
+
 // Direct I/O bounce buffers per device: 8 x 1 MiB, so at most 8 direct I/O pieces in flight.
 const DIRECT_SLOT_BYTES = 1 << 20;
 const DIRECT_SLOT_COUNT = 8;
@@ -102,11 +114,14 @@ export class FileBlockDevice implements BlockDevice {
   private closed = false;
   private closing: Promise<void> | null = null;
   private readonly inFlight = new InFlight();
+  /** RWF_NOWAIT reads/writes on this thread (nowait.ts), each until the file refuses them. */
+  private nowaitReads: NoWait | null;
+  private nowaitWrites: NoWait | null;
 
   /** Use openFileDevice(); the constructor only assembles checked parts. */
   constructor(args: {
     name: string; fh: FileHandle; sizeBytes: number; sectorSize: number; readOnly: boolean;
-    kind: 'file' | 'block'; direct: boolean; exclusiveEnforced: boolean; closeTimeoutMs: number;
+    kind: 'file' | 'block'; direct: boolean; exclusiveEnforced: boolean; closeTimeoutMs: number; noWait: NoWait | null;
   }) {
     assert(isPowerOfTwo(args.sectorSize) && args.sectorSize >= SECTOR_SIZE_MIN && args.sectorSize <= SECTOR_SIZE_MAX);
     assert(Number.isSafeInteger(args.sizeBytes) && args.sizeBytes >= 0 && args.sizeBytes % args.sectorSize === 0);
@@ -120,6 +135,9 @@ export class FileBlockDevice implements BlockDevice {
     this.exclusiveEnforced = args.exclusiveEnforced;
     this.closeTimeoutMs = args.closeTimeoutMs;
     this.pool = args.direct ? new AlignedBufferPool(Math.max(DIRECT_SLOT_BYTES, args.sectorSize), DIRECT_SLOT_COUNT) : null;
+    // Direct I/O always waits for the device: no page cache to hit.
+    this.nowaitReads = args.direct ? null : args.noWait;
+    this.nowaitWrites = this.nowaitReads;
   }
 
   async read(offsetBytes: number, lengthBytes: number, into?: Buffer): Promise<Buffer> {
@@ -130,7 +148,10 @@ export class FileBlockDevice implements BlockDevice {
     await this.inFlight.track(async () => {
       try {
         if (this.pool) await this.readDirect(this.pool, offsetBytes, out);
-        else await this.preadFully(out, 0, lengthBytes, offsetBytes);
+        else {
+          const done = this.readNoWait(out, offsetBytes);
+          if (done < lengthBytes) await this.preadFully(out, done, lengthBytes - done, offsetBytes + done);
+        }
       } catch (err) {
         throw this.ioError('read', offsetBytes, lengthBytes, err);
       }
@@ -223,7 +244,28 @@ export class FileBlockDevice implements BlockDevice {
   }
 
   private async writeBuffered(offsetBytes: number, data: Buffer): Promise<void> {
-    await this.pwriteFully(data, 0, data.length, offsetBytes);
+    const done = this.writeNoWait(data, offsetBytes);
+    if (done < data.length) await this.pwriteFully(data, done, data.length - done, offsetBytes + done);
+  }
+
+  /**
+   * Reads what the page cache holds at once, on this thread, for a small read (a bigger copy
+   * is better done off the event loop); returns the bytes read, 0 when the threadpool must
+   * do it all.
+   */
+  private readNoWait(out: Buffer, offsetBytes: number): number {
+    if (!this.nowaitReads || out.length > NOWAIT_BYTES_MAX) return 0;
+    const n = this.nowaitReads.pread(this.fh.fd, out, offsetBytes);
+    if (n === -ERRNO.EOPNOTSUPP || n === -ERRNO.EINVAL) this.nowaitReads = null;
+    return Math.max(0, n);
+  }
+
+  /** Likewise for a small write that needs no waiting (pages cached, no writeback in the way). */
+  private writeNoWait(data: Buffer, offsetBytes: number): number {
+    if (!this.nowaitWrites || data.length > NOWAIT_BYTES_MAX) return 0;
+    const n = this.nowaitWrites.pwrite(this.fh.fd, data, offsetBytes);
+    if (n === -ERRNO.EOPNOTSUPP || n === -ERRNO.EINVAL) this.nowaitWrites = null;
+    return Math.max(0, n);
   }
 
   // Direct I/O: slot-sized pieces, one after another, each through an aligned slot. Piece
@@ -366,6 +408,7 @@ export async function openFileDevice(path: string, opts: FileDeviceOptions = {})
     const dev = new FileBlockDevice({
       name: path, fh, sizeBytes, sectorSize, readOnly, kind: isBlock ? 'block' : 'file', direct,
       exclusiveEnforced: Boolean(opts.exclusive) && isBlock, closeTimeoutMs,
+      noWait: opts.noWait === undefined ? nowait() : opts.noWait,
     });
     if (direct && sizeBytes >= sectorSize) {
       // Probe now so a filesystem that accepts O_DIRECT at open but rejects our alignment

@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 # System packages: fuse3 (fusermount3, /dev/fuse helpers), attr (getfattr/setfattr for
 # tests), fio (data verification and benchmarks), bindfs and dbench (benchmark peers),
 # util-linux and iproute2 (mount, unshare, ip netns for the cluster harness); a C compiler,
-# make and python3 for node-gyp (the native addons: fs/fuse/native).
+# make and python3 for node-gyp (the native addons: fs/fuse/native, blockdev/native).
 APT_PACKAGES=(fuse3 attr fio bindfs dbench util-linux iproute2 iptables procps build-essential python3)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
@@ -32,7 +32,7 @@ npx tsc -p tsconfig.json
 # Native addons, built against the installed Node's headers (no header download possible).
 NODEDIR=$(dirname "$(dirname "$(command -v node)")")
 [ -f "$NODEDIR/include/node/node_api.h" ] || NODEDIR=/usr
-for addon in fs/fuse/native; do
+for addon in fs/fuse/native blockdev/native; do
   out=$addon/build/Release
   if [ ! -d "$out" ] || [ -n "$(find "$addon" -maxdepth 1 \( -name '*.c' -o -name binding.gyp \) -newer "$out")" ]; then
     (cd "$addon" && npx node-gyp rebuild --nodedir="$NODEDIR" --loglevel=error)

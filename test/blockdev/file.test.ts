@@ -3,12 +3,13 @@
 // the file-specific behaviour: open errors, create/resize, size rounding, exclusivity, sysfs.
 import t from 'tap';
 import { execFile } from 'node:child_process';
-import { closeSync, mkdtempSync, openSync, promises as fsp, writeSync } from 'node:fs';
-import os from 'node:os';
+import { closeSync, mkdtempSync, openSync, promises as fsp, readSync, writeSync } from 'node:fs';
+import os, { constants as osConstants } from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { FaultyBlockDevice } from '../../blockdev/faulty';
 import { FileBlockDevice, openFileDevice } from '../../blockdev/file';
+import { nowait, nowaitError, type NoWait } from '../../blockdev/nowait';
 import { openDevice } from '../../blockdev/open';
 import { decodeDevT, readBlockGeometry } from '../../blockdev/sysfs';
 import { BlockDevice, BlockDeviceError } from '../../blockdev/types';
@@ -83,6 +84,56 @@ async function directUnsupportedReason(): Promise<string | null> {
 
 t.test('conformance: sparse regular file', async (t) => {
   blockDeviceSuite(t, 'file', fileFactory(), { reopen: true, readOnlyReopen: true });
+});
+
+t.test('conformance: sparse regular file, every I/O on the threadpool (no RWF_NOWAIT)', async (t) => {
+  const p = freshPath;
+  blockDeviceSuite(t, 'file', async () => {
+    const at = p();
+    const dev = await openFileDevice(at, { create: { sizeBytes: DEVICE_BYTES }, noWait: null });
+    return { dev, reopen: (o) => openFileDevice(at, { readOnly: o?.readOnly, noWait: null }), cleanup: () => fsp.rm(at, { force: true }) };
+  }, { reopen: true, readOnlyReopen: true });
+});
+
+t.test('RWF_NOWAIT: the addon loads; partial, refused and unsupported tries all end in the right bytes', async (t) => {
+  t.ok(nowait(), `the nowait addon is built and loads (${nowaitError() || 'ok'})`);
+  const calls = { pread: 0, pwrite: 0 };
+  let mode: 'half' | 'again' | 'unsupported' = 'half';
+  // Does half of the I/O itself (really), or refuses as the kernel would.
+  const fake: NoWait = {
+    pread(fd, buf, offset) {
+      calls.pread++;
+      if (mode === 'again') return -osConstants.errno.EAGAIN;
+      if (mode === 'unsupported') return -osConstants.errno.EOPNOTSUPP;
+      return readSync(fd, buf, 0, buf.length / 2, offset);
+    },
+    pwrite(fd, buf, offset) {
+      calls.pwrite++;
+      if (mode === 'again') return -osConstants.errno.EAGAIN;
+      if (mode === 'unsupported') return -osConstants.errno.EOPNOTSUPP;
+      return writeSync(fd, buf, 0, buf.length / 2, offset);
+    },
+  };
+  const p = freshPath();
+  const dev = await openFileDevice(p, { create: { sizeBytes: DEVICE_BYTES }, noWait: fake });
+  t.teardown(() => dev.close());
+  for (const m of ['half', 'again'] as const) {
+    mode = m;
+    const data = patternBytes(m === 'half' ? 7 : 8, 16 * 1024);
+    await dev.write(8192, data);
+    t.ok((await dev.read(8192, data.length)).equals(data), `${m}: 16 KiB written and read back whole`);
+  }
+  t.same(calls, { pread: 2, pwrite: 2 }, 'small I/O tried with RWF_NOWAIT first');
+  const big = patternBytes(9, 128 * 1024);
+  await dev.write(1 << 20, big);
+  t.ok((await dev.read(1 << 20, big.length)).equals(big), '128 KiB round trip');
+  t.same(calls, { pread: 2, pwrite: 2 }, 'I/O over 64 KiB goes straight to the threadpool');
+  mode = 'unsupported';
+  await dev.write(0, patternBytes(10, 4096));
+  await dev.write(4096, patternBytes(11, 4096));
+  t.ok((await dev.read(0, 8192)).equals(Buffer.concat([patternBytes(10, 4096), patternBytes(11, 4096)])), 'unsupported: the threadpool does it');
+  await dev.read(0, 4096);
+  t.same(calls, { pread: 3, pwrite: 3 }, 'a file that refuses RWF_NOWAIT is not asked again');
 });
 
 t.test('conformance: regular file with O_DIRECT', async (t) => {

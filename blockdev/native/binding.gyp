@@ -1,0 +1,9 @@
+{
+  "targets": [
+    {
+      "target_name": "nowait",
+      "sources": ["nowait.c"],
+      "cflags": ["-O2", "-Wall", "-Wextra"]
+    }
+  ]
+}
