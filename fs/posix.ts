@@ -68,6 +68,13 @@ export class PosixFs implements FuseOps {
   private readonly o: PosixOptions;
   private readonly lock = new RwLock();
   private readonly lookups = new Map<number, number>();
+  /**
+   * Local mounts: inodes this mount parked in its orphan directory (lastLinkGone), freed when
+   * the kernel lets go of them (maybeRelease). Orphans of an earlier mount of the slot are
+   * freed at mount, before the kernel can know any inode, so this set names every orphan a
+   * RELEASE or FORGET can concern, and the others cost no transaction.
+   */
+  private readonly parkedOrphans = new Set<number>();
   private readonly opens = new Map<number, number>();
   private readonly handles = new Map<number, { blkno: number; flags: number }>();
   private nextFh = 1;
@@ -314,6 +321,7 @@ export class PosixFs implements FuseOps {
     i.flags |= INODE_FL.orphaned;
     i.orphanedSlot = this.m.slot;
     tx.putInode(i);
+    this.parkedOrphans.add(i.blkno);
     const orphanDir = await tx.getInode(this.m.orphanDirBlkno);
     await dirInsert(tx, this.m.ctx, orphanDir, Buffer.from(i.blkno.toString(16).padStart(16, '0')), i.blkno, fileTypeOfMode(i.mode));
   }
@@ -325,10 +333,11 @@ export class PosixFs implements FuseOps {
       await this.m.cluster.dropOpen(blkno);
       return;
     }
-    if (this.m.readOnly) return;
+    if (this.m.readOnly || !this.parkedOrphans.has(blkno)) return;
     await this.lock.write(async () => {
       if (this.inUse(blkno)) return;
       await this.m.releaseOrphans((b) => b === blkno);
+      this.parkedOrphans.delete(blkno);
     });
   }
 
