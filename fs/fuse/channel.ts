@@ -25,9 +25,10 @@ export interface FuseChannel {
   writeNotify(chunks: readonly Buffer[]): Promise<void>;
   /**
    * Optional: tries, for at most `budgetNs` of busy polling, to hand the next request to a
-   * waiting read without going back to the event loop; true if one came.
+   * waiting read without going back to the event loop; true if one came, null if no read
+   * was waiting (nothing to poll for).
    */
-  pollBriefly?(budgetNs: number): boolean;
+  pollBriefly?(budgetNs: number): boolean | null;
   close(): void;
 }
 
@@ -111,8 +112,8 @@ export class PollChannel extends DeviceChannel {
    * thread costs tens of microseconds on a virtual machine (the vCPU halts and must be
    * kicked): a client that sends its next request right after our reply finds us here.
    */
-  pollBriefly(budgetNs: number): boolean {
-    if (this.ended || this.waiting.length === 0) return false;
+  pollBriefly(budgetNs: number): boolean | null {
+    if (this.ended || this.waiting.length === 0) return null;
     const deadline = process.hrtime.bigint() + BigInt(budgetNs);
     do {
       const n = this.dp.read(this.fd, this.waiting[0].buf);

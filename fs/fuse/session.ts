@@ -708,7 +708,9 @@ export class FuseSession {
       if (this.repliesWithoutPoll < POLL_PROBE_EVERY) return;
       this.repliesWithoutPoll = 0;
     }
-    if (this.channel.pollBriefly(this.pollBudgetNs)) {
+    const found = this.channel.pollBriefly(this.pollBudgetNs);
+    if (found === null) return; // every reader is busy with a request already
+    if (found) {
       this.counters.pollsFound += 1;
       this.pollMissesInARow = 0;
     } else {

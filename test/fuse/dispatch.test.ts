@@ -415,12 +415,15 @@ t.test('in-flight requests are bounded: readers pause at maxInFlight', async (t)
 t.test('polling after replies: on while it finds requests, then one probe per 64 replies', async (t) => {
   const { channel, session } = await initialized(makeOps());
   const asked: number[] = [];
-  let found = true;
-  (channel as FakeChannel & { pollBriefly(budgetNs: number): boolean }).pollBriefly = (budgetNs) => {
-    asked.push(budgetNs);
+  let found: boolean | null = null;
+  (channel as FakeChannel & { pollBriefly(budgetNs: number): boolean | null }).pollBriefly = (budgetNs) => {
+    if (found !== null) asked.push(budgetNs);
     return found;
   };
   const getattr = (unique: bigint): Promise<void> => session.handleRequest(request(Opcode.GETATTR, unique, 2n, Buffer.alloc(16)));
+  for (let i = 0; i < 10; i++) await getattr(80n + BigInt(i));
+  t.same({ found: session.stats.pollsFound, missed: session.stats.pollsMissed }, { found: 0, missed: 0 }, 'no reader waiting: neither found nor missed');
+  found = true;
   for (let i = 0; i < 10; i++) await getattr(100n + BigInt(i));
   t.equal(asked.length, 10, 'a poll after every reply while polls find requests');
   t.ok(asked.every((ns) => ns === POLL_AFTER_REPLY_US_DEFAULT * 1000), 'with the default budget');
@@ -437,7 +440,7 @@ t.test('polling after replies: on while it finds requests, then one probe per 64
 
   const off = await initialized(makeOps(), { pollAfterReplyUs: 0 });
   let offPolls = 0;
-  (off.channel as FakeChannel & { pollBriefly(budgetNs: number): boolean }).pollBriefly = () => (offPolls++, true);
+  (off.channel as FakeChannel & { pollBriefly(budgetNs: number): boolean | null }).pollBriefly = () => (offPolls++, true);
   await off.session.handleRequest(request(Opcode.GETATTR, 9n, 2n, Buffer.alloc(16)));
   t.equal(offPolls, 0, 'pollAfterReplyUs 0: never');
   t.throws(() => new FuseSession(new FakeChannel(), makeOps(), { pollAfterReplyUs: 5000 }), /pollAfterReplyUs/);
