@@ -114,9 +114,10 @@ export class FileBlockDevice implements BlockDevice {
   private closed = false;
   private closing: Promise<void> | null = null;
   private readonly inFlight = new InFlight();
-  /** RWF_NOWAIT reads/writes on this thread (nowait.ts), each until the file refuses them. */
-  private nowaitReads: NoWait | null;
-  private nowaitWrites: NoWait | null;
+  /** RWF_NOWAIT reads and writes on this thread (nowait.ts); null for direct I/O. */
+  private readonly noWait: NoWait | null;
+  /** The RWF_NOWAIT calls this file refused (EOPNOTSUPP/EINVAL): not tried again. */
+  private readonly noWaitRefused = new Set<'pread' | 'pwrite'>();
 
   /** Use openFileDevice(); the constructor only assembles checked parts. */
   constructor(args: {
@@ -136,8 +137,7 @@ export class FileBlockDevice implements BlockDevice {
     this.closeTimeoutMs = args.closeTimeoutMs;
     this.pool = args.direct ? new AlignedBufferPool(Math.max(DIRECT_SLOT_BYTES, args.sectorSize), DIRECT_SLOT_COUNT) : null;
     // Direct I/O always waits for the device: no page cache to hit.
-    this.nowaitReads = args.direct ? null : args.noWait;
-    this.nowaitWrites = this.nowaitReads;
+    this.noWait = args.direct ? null : args.noWait;
   }
 
   async read(offsetBytes: number, lengthBytes: number, into?: Buffer): Promise<Buffer> {
@@ -149,7 +149,7 @@ export class FileBlockDevice implements BlockDevice {
       try {
         if (this.pool) await this.readDirect(this.pool, offsetBytes, out);
         else {
-          const done = this.readNoWait(out, offsetBytes);
+          const done = this.tryNoWait('pread', out, offsetBytes);
           if (done < lengthBytes) await this.preadFully(out, done, lengthBytes - done, offsetBytes + done);
         }
       } catch (err) {
@@ -244,27 +244,19 @@ export class FileBlockDevice implements BlockDevice {
   }
 
   private async writeBuffered(offsetBytes: number, data: Buffer): Promise<void> {
-    const done = this.writeNoWait(data, offsetBytes);
+    const done = this.tryNoWait('pwrite', data, offsetBytes);
     if (done < data.length) await this.pwriteFully(data, done, data.length - done, offsetBytes + done);
   }
 
   /**
-   * Reads what the page cache holds at once, on this thread, for a small read (a bigger copy
-   * is better done off the event loop); returns the bytes read, 0 when the threadpool must
-   * do it all.
+   * Does as much of a small read or write as needs no waiting (pages cached, no writeback in
+   * the way) at once, on this thread; a bigger copy is better done off the event loop.
+   * Returns the bytes done, 0 when the threadpool must do it all.
    */
-  private readNoWait(out: Buffer, offsetBytes: number): number {
-    if (!this.nowaitReads || out.length > NOWAIT_BYTES_MAX) return 0;
-    const n = this.nowaitReads.pread(this.fh.fd, out, offsetBytes);
-    if (n === -ERRNO.EOPNOTSUPP || n === -ERRNO.EINVAL) this.nowaitReads = null;
-    return Math.max(0, n);
-  }
-
-  /** Likewise for a small write that needs no waiting (pages cached, no writeback in the way). */
-  private writeNoWait(data: Buffer, offsetBytes: number): number {
-    if (!this.nowaitWrites || data.length > NOWAIT_BYTES_MAX) return 0;
-    const n = this.nowaitWrites.pwrite(this.fh.fd, data, offsetBytes);
-    if (n === -ERRNO.EOPNOTSUPP || n === -ERRNO.EINVAL) this.nowaitWrites = null;
+  private tryNoWait(op: 'pread' | 'pwrite', buf: Buffer, offsetBytes: number): number {
+    if (!this.noWait || buf.length > NOWAIT_BYTES_MAX || this.noWaitRefused.has(op)) return 0;
+    const n = this.noWait[op](this.fh.fd, buf, offsetBytes);
+    if (n === -ERRNO.EOPNOTSUPP || n === -ERRNO.EINVAL) this.noWaitRefused.add(op);
     return Math.max(0, n);
   }
 

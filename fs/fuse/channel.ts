@@ -116,24 +116,24 @@ export class PollChannel extends DeviceChannel {
     if (this.ended || this.waiting.length === 0) return null;
     const deadline = process.hrtime.bigint() + BigInt(budgetNs);
     do {
-      const n = this.dp.read(this.fd, this.waiting[0].buf);
-      if (n === -EAGAIN) continue;
-      const w = this.waiting.shift()!;
-      if (n >= 0) w.resolve(n);
-      else w.reject(errnoError(errnoName(n), n));
-      return true;
+      if (this.serveFirstWaiting()) return true;
     } while (process.hrtime.bigint() < deadline);
     return false;
   }
 
+  /** Reads into the first waiting read's buffer and settles it; false if nothing was queued. */
+  private serveFirstWaiting(): boolean {
+    const n = this.dp.read(this.fd, this.waiting[0].buf);
+    if (n === -EAGAIN) return false;
+    const w = this.waiting.shift()!;
+    if (n >= 0) w.resolve(n);
+    else w.reject(errnoError(errnoName(n), n));
+    return true;
+  }
+
   private drain(): void {
     while (this.waiting.length > 0) {
-      const w = this.waiting[0];
-      const n = this.dp.read(this.fd, w.buf);
-      if (n === -EAGAIN) return;
-      this.waiting.shift();
-      if (n >= 0) w.resolve(n);
-      else w.reject(errnoError(errnoName(n), n));
+      if (!this.serveFirstWaiting()) return;
     }
     if (this.watching) {
       this.watching = false;

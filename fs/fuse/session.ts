@@ -407,7 +407,7 @@ export class FuseSession {
         const lent = buf;
         buf = this.spareBuffers.pop() ?? Buffer.allocUnsafeSlow(this.readBufferBytes);
         const request = lent.subarray(0, lengthBytes);
-        const reusable = lengthBytes >= InHeader.size && request.readUInt32LE(InHeader.opcode) === Opcode.WRITE;
+        const reusable = request.readUInt32LE(InHeader.opcode) === Opcode.WRITE;
         const handled = this.handleRequest(request);
         if (reusable) void handled.then(() => this.spareBuffers.length < SPARE_BUFFERS_MAX && this.spareBuffers.push(lent));
       }
@@ -723,7 +723,6 @@ export class FuseSession {
     if (this.state === 'ended') return; // the descriptor is closed (and its number maybe reused)
     try {
       this.channel.writeReply(chunks);
-      if (this.pollBudgetNs > 0) this.pollForNext();
     } catch (err) {
       const code = errCode(err);
       // ENOENT: the kernel no longer waits for this request (interrupted and gone, or an
@@ -731,6 +730,7 @@ export class FuseSession {
       if (code === 'ENOENT' || code === 'ENODEV') return;
       this.log(`o2fs fuse: reply to unique ${unique} failed: ${(err as Error).message}`);
     }
+    if (this.pollBudgetNs > 0) this.pollForNext();
   }
 
   // --- Ending ---------------------------------------------------------------------------------
