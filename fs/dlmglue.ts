@@ -68,6 +68,11 @@ export interface LockResOptions {
   usesLvb?: boolean;
   /** Runs before the level drops to `to`: write back and invalidate what the lock covers. */
   onDownconvert?: (to: LockMode) => Promise<void>;
+  /**
+   * With usesLvb: writes the value block just before the stack takes it (the level leaves
+   * EX: downconvert, drop or unmount). Absent: holders at EX write it as they go.
+   */
+  fillLvb?: (lvb: Buffer) => void;
 }
 
 export class LockRes {
@@ -83,6 +88,12 @@ export class LockRes {
   upconverting: LockMode | null = null;
   /** A cancel of that upconvert has been sent. */
   cancelling = false;
+  /**
+   * With usesLvb: `lvb` says what the resource's value is now, as far as this node knows:
+   * set by a grant (the stack's value) and by leaving EX (ours), cleared when the level
+   * drops to NL; the user clears it when it changes what the value describes.
+   */
+  lvbCurrent = false;
   /** The level a brand-new lock's certain grant will give (DlmGlue.lockNew), until it comes. */
   certain: LockMode | null = null;
   attached = false;
@@ -258,6 +269,7 @@ export class DlmGlue {
       }
       if (status === LOCK_STATUS.OK) {
         res.attached = true;
+        if (res.opts.usesLvb) res.lvbCurrent = res.lksb.lvbValid;
         // UPCONVERT_FINISHING: the level we waited for is ours to use once, BAST or not;
         // the release gives way.
         if (MODE_ORDER[res.level] < MODE_ORDER[mode]) throw new Error(`assertion: ${res.name} granted ${res.level} for ${mode}`);
@@ -343,9 +355,13 @@ export class DlmGlue {
     if (res.holdersEx > 0 || (target === 'NL' && res.holdersPr > 0)) return;
     res.busy = true;
     try {
+      // The value first: the hook may drop the caches it is made from (nothing changes them
+      // now: no holder is left, and new ones wait while busy).
+      this.fillLvb(res);
       await res.opts.onDownconvert?.(target);
       const status = await this.request(res, target, 0);
       if (status !== LOCK_STATUS.OK) throw new FsError('EIO', `downconvert of ${res.name} failed with status ${status}`);
+      if (target === 'NL') res.lvbCurrent = false;
     } finally {
       res.busy = false;
       res.wake();
@@ -390,21 +406,39 @@ export class DlmGlue {
   private async unlockDetached(res: LockRes, before: (level: LockMode) => Promise<void>): Promise<void> {
     res.busy = true;
     try {
+      const flags = this.fillLvb(res);
       try {
         await before(res.level);
       } catch (e) {
         if (!this.resources.has(res.name)) this.resources.set(res.name, res);
         throw e;
       }
-      await new Promise<number>((resolve) => {
-        res.grantWaiter = resolve;
-        this.connection().unlock(res.lksb, res.opts.usesLvb && res.level === 'EX' ? LKF.VALBLK : 0);
-      });
-      res.attached = false;
+      await this.unlock(res, flags);
     } finally {
       res.busy = false;
       res.wake();
     }
+  }
+
+  /**
+   * About to leave EX with a value block: fillLvb writes the value the request will carry;
+   * returns the flag an unlock needs to carry it (requests always carry VALBLK).
+   */
+  private fillLvb(res: LockRes): number {
+    if (!res.opts.usesLvb || res.level !== 'EX') return 0;
+    res.opts.fillLvb?.(res.lvb);
+    res.lvbCurrent = true;
+    return LKF.VALBLK;
+  }
+
+  /** Gives the resource back to the stack (`flags`: fillLvb's, the value block with it). */
+  private async unlock(res: LockRes, flags: number): Promise<void> {
+    await new Promise<number>((resolve) => {
+      res.grantWaiter = resolve;
+      this.connection().unlock(res.lksb, flags);
+    });
+    res.attached = false;
+    res.lvbCurrent = false;
   }
 
   /** Is `res` the resource this node keeps under its name (not dropped or being dropped)? */
@@ -428,12 +462,7 @@ export class DlmGlue {
     }
     for (const res of this.resources.values()) {
       if (res.holdersEx + res.holdersPr > 0) throw new Error(`assertion: lock ${res.name} still held at shutdown`);
-      if (!res.attached) continue;
-      await new Promise<number>((resolve) => {
-        res.grantWaiter = resolve;
-        this.connection().unlock(res.lksb, res.opts.usesLvb ? LKF.VALBLK : 0);
-      });
-      res.attached = false;
+      if (res.attached) await this.unlock(res, this.fillLvb(res));
     }
     this.resources.clear();
   }

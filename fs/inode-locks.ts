@@ -39,6 +39,11 @@
 // it drops to NL whatever it covers is dropped from the caches: the blocks it covered
 // (below) and the kernel's attributes of the inode and names in it (fs/posix.ts).
 //
+// Value blocks (fs/inode-lvb.ts): an M lock carries the inode's attributes. A node leaving
+// EX writes them from the image it holds (before the caches go); a node granted the lock
+// trusts them from that grant until it changes the inode itself, so the generation check
+// under a new lock and a stat of an inode another node changed last need no read.
+//
 // Which cached blocks a lock covers: every block that enters the cache during an operation
 // is tagged with each inode the operation holds (owners()); its true owner is among them,
 // because a block is only reached through its inode, read under its lock first. Dropping
@@ -68,6 +73,7 @@ import { AsyncLocalStorage } from 'node:async_hooks';
 import { DlmGlue, LockHandle, LockRes } from './dlmglue';
 import { FsError } from './errors';
 import { SYSFILE, slotFileName } from './format/constants';
+import { InodeLvb, decodeInodeLvb, encodeInodeLvb } from './inode-lvb';
 import { LOCK_TYPE, extentLockName, lockName } from './lock-names';
 import type { Volume } from './volume';
 
@@ -98,6 +104,12 @@ export interface InodeLocksHost {
   checkpoint(): Promise<void>;
   /** Inode `blkno`'s lock drops to NL: forget the blocks it covered, and the kernel's attributes and names in it. */
   invalidate(blkno: number): void;
+  /**
+   * Inode `blkno` (of `generation`) as this node holds it now, from what it has at hand
+   * (no I/O): the attributes for its lock's value block as it leaves EX, or null when this
+   * node has no image of it (or it is no longer that inode).
+   */
+  attributes?(blkno: number, generation: number): InodeLvb | null;
   /**
    * An operation is committing inode `blkno`, which it created (its lock is being made):
    * the open lock can be asked for now, alongside (fs/cluster.ts).
@@ -164,7 +176,7 @@ export class InodeLocks {
   /** Starts over, for tests and the bench. */
   restarts = 0;
   /** Where the time goes (logged at unmount): lock takes and downconverts, count and ms. */
-  readonly stats = { takes: 0, takeMs: 0, downconverts: 0, checkpointMs: 0, invalidateMs: 0, extentTakes: 0, evicted: 0 };
+  readonly stats = { takes: 0, takeMs: 0, downconverts: 0, checkpointMs: 0, invalidateMs: 0, extentTakes: 0, evicted: 0, lvbTrusted: 0, lvbPublished: 0 };
 
   constructor(private readonly glue: DlmGlue, private readonly host: InodeLocksHost, readonly maxCached = INODE_LOCKS_CACHED_DEFAULT) {
     if (!(Number.isInteger(maxCached) && maxCached >= INODE_LOCKS_CACHED_MIN)) throw new RangeError(`inode lock cache of ${maxCached} (at least ${INODE_LOCKS_CACHED_MIN})`);
@@ -244,7 +256,12 @@ export class InodeLocks {
     const s = scopes.getStore();
     if (!s) throw new Error(`assertion: inode ${blkno} changed outside an inode lock scope`);
     if (s.mode !== 'EX') throw new Error(`assertion: inode ${blkno} changed in a read-only (PR) scope`);
-    if (s.held.has(blkno)) return undefined;
+    const h = s.held.get(blkno);
+    if (h) {
+      // Its value block says what the inode was, not what it becomes.
+      h.res.lvbCurrent = false;
+      return undefined;
+    }
     if (!created) throw new Error(`assertion: inode ${blkno} changed without being read under its lock`);
     this.host.created?.(blkno, generation);
     return this.enqueue(s, blkno, generation);
@@ -294,6 +311,33 @@ export class InodeLocks {
     }
   }
 
+  /**
+   * The attributes of inode `blkno` without reading its block, taking its lock in this
+   * scope as a read would: from the image this node holds, else from the lock's value
+   * block; null when neither is at hand or to be trusted (read the inode block).
+   */
+  async attributes(blkno: number): Promise<InodeLvb | null> {
+    const s = scopes.getStore();
+    if (!s) throw new Error(`assertion: inode ${blkno} read outside an inode lock scope`);
+    if (this.uncovered.has(blkno) || !this.host.attributes) return null;
+    await this.reading(blkno);
+    const h = s.held.get(blkno);
+    const generation = this.generations.get(blkno);
+    if (!h || generation === undefined) throw new Error(`assertion: inode ${blkno} not held after its lock was taken`);
+    const held = this.host.attributes(blkno, generation);
+    if (held) return held;
+    const lvb = this.trustedLvb(h.res, generation);
+    if (lvb) this.stats.lvbTrusted += 1;
+    return lvb;
+  }
+
+  /** What `res`'s value block says, if it is current and about this generation of the inode. */
+  private trustedLvb(res: LockRes, generation: number): InodeLvb | null {
+    if (!res.lvbCurrent || !res.lksb.lvbValid) return null;
+    const lvb = decodeInodeLvb(res.lvb);
+    return lvb && lvb.generation === generation ? lvb : null;
+  }
+
   /** Runs fn while the scope holds a lock of a later rank (an open lock): M locks are only tried. */
   async pin<T>(fn: () => Promise<T>): Promise<T> {
     const s = scopes.getStore();
@@ -332,8 +376,11 @@ export class InodeLocks {
         this.stats.takeMs += performance.now() - t0;
       }
       // Under the lock: is the inode still the one the name says? (Freed and reused since we
-      // last held it, or since the unlocked read.)
-      const now = created ?? (await this.host.generation(blkno, true)) ?? generation;
+      // last held it, or since the unlocked read.) A value block we may trust says yes
+      // without a read: only a holder of this very name at EX wrote it, and a free of the
+      // inode writes version 0.
+      if (created !== null) h.res.lvbCurrent = false;
+      const now = created ?? (this.trustedLvb(h.res, generation) ? generation : null) ?? (await this.host.generation(blkno, true)) ?? generation;
       if (now !== generation) {
         h.release();
         this.retired.push({ blkno, res: h.res });
@@ -360,6 +407,13 @@ export class InodeLocks {
 
   private resource(blkno: number, generation: number): LockRes {
     const res: LockRes = this.glue.resource(lockName(LOCK_TYPE.meta, blkno, generation), {
+      usesLvb: true,
+      // Leaving EX (after the checkpoint): what the inode is now, for the next holder.
+      fillLvb: (lvb) => {
+        const attrs = this.host.attributes?.(blkno, generation) ?? null;
+        encodeInodeLvb(lvb, attrs);
+        if (attrs) this.stats.lvbPublished += 1;
+      },
       onDownconvert: async (to) => {
         const t0 = performance.now();
         // Leaving PR: nothing changed under it since the EX before it was given up (and

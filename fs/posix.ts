@@ -20,6 +20,7 @@ import { dirInsert, dirLookup, dirReaddir } from './dir';
 import { CorruptionError, FsError } from './errors';
 import { DYN, EXTENT_FL, INODE_FL, S_IFDIR, S_IFLNK, S_IFMT, S_IFREG, SYSFILE, fileTypeOfMode } from './format/constants';
 import { Inode, Timespec, inlineDataCapacity } from './format/inode';
+import type { InodeLvb } from './inode-lvb';
 import { nowTimespec } from './inode-alloc';
 import { createNode, destroyInode, isDir, linkNode, renameNode, unlinkName } from './namei';
 import { RwLock } from './rwlock';
@@ -250,7 +251,7 @@ export class PosixFs implements FuseOps {
     return d;
   }
 
-  attr(i: Inode): Attr {
+  attr(i: InodeLvb & { blkno: number }): Attr {
     const cs = this.m.vol.geo.clusterSize;
     return {
       ino: this.inoOf(i.blkno),
@@ -299,7 +300,7 @@ export class PosixFs implements FuseOps {
     this.kernelNames.add(parent, name, i.blkno);
   }
 
-  private attrReply(i: Inode): AttrReply {
+  private attrReply(i: InodeLvb & { blkno: number }): AttrReply {
     return { attr: this.attr(i), attrTimeoutMs: this.o.attrTimeoutMs };
   }
 
@@ -377,7 +378,13 @@ export class PosixFs implements FuseOps {
   }
 
   async getattr(_ctx: RequestContext, a: { ino: number }): Promise<AttrReply> {
-    return this.run(false, async (tx) => this.attrReply(await this.inode(tx, a.ino)));
+    return this.run(false, async (tx) => {
+      // Cluster mounts: from the inode lock's value block when this node has no image of
+      // the inode (another node changed it last), saving the read.
+      const known = await this.m.cluster?.locks.attributes(this.blknoOf(a.ino));
+      if (known) return this.attrReply({ blkno: this.blknoOf(a.ino), ...known });
+      return this.attrReply(await this.inode(tx, a.ino));
+    });
   }
 
   /** Creates a node and builds its entry reply under the same lock (its open lock with it). */

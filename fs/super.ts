@@ -126,6 +126,7 @@ export class MountedVolume {
         vol.forgetCoveredBy(blkno);
         mounted?.invalidateKernel(blkno);
       },
+      attributes: (blkno, generation) => vol.heldInode(blkno, generation),
       // A node creating an inode asks for its open lock alongside its inode lock (two
       // round trips to the stack at once rather than one after the other).
       created: (blkno, generation) => mounted?.cluster?.noteInUse(blkno, generation, true),
@@ -314,7 +315,8 @@ export class MountedVolume {
       const l = this.cluster.locks;
       const st = l.stats;
       this.log(`cluster locks: ${this.glue.stackRequests} requests to the stack, ${l.restarts} operation restarts; ` +
-        `${st.takes} inode lock takes (${st.takeMs.toFixed(0)} ms), ${st.extentTakes} extent lock takes, ${st.evicted} given back (bound ${l.maxCached}), ${st.downconverts} downconverts (checkpoint ${st.checkpointMs.toFixed(0)} ms, invalidation ${st.invalidateMs.toFixed(0)} ms)`);
+        `${st.takes} inode lock takes (${st.takeMs.toFixed(0)} ms), ${st.extentTakes} extent lock takes, ${st.evicted} given back (bound ${l.maxCached}), ${st.downconverts} downconverts (checkpoint ${st.checkpointMs.toFixed(0)} ms, invalidation ${st.invalidateMs.toFixed(0)} ms); ` +
+        `inode value blocks: ${st.lvbPublished} published, ${st.lvbTrusted} stats answered from one`);
     }
     await this.glue.shutdown();
     await this.conn.disconnect();

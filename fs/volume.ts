@@ -3,7 +3,8 @@
 // directories, tools) reads metadata through here.
 import type { BlockDevice } from '../blockdev/types';
 import { CorruptionError, FsError } from './errors';
-import { BACKUP_SUPER_OFFSETS, BLOCK_SIZES, MAX_BACKUP_SUPERS, SIG, SUPERBLOCK_BLKNO, Signature } from './format/constants';
+import { BACKUP_SUPER_OFFSETS, BLOCK_SIZES, INODE_FL, MAX_BACKUP_SUPERS, SIG, SUPERBLOCK_BLKNO, Signature } from './format/constants';
+import { Inode, decodeInode } from './format/inode';
 import { BLKNO_OFFSET, GENERATION_OFFSET, readU64, verifyBlock } from './format/header';
 import { BlockCache } from './block-cache';
 import { Superblock, checkSuperblock, unsupportedIncompat } from './format/superblock';
@@ -222,6 +223,28 @@ export class Volume {
 
   setDecoded(blkno: number, image: Buffer, decoded: unknown): void {
     this.cache.setDecoded(blkno, image, decoded);
+  }
+
+  /** The newest image of a block this node has at hand (journal, then cache), without I/O. */
+  heldImage(blkno: number): Buffer | null {
+    return this.journal?.lookup(blkno) ?? this.cache.get(blkno) ?? null;
+  }
+
+  /**
+   * Inode `blkno` as this node holds it now (heldImage), if it is a live file or directory
+   * of `generation`; null otherwise, or when no image is at hand.
+   */
+  heldInode(blkno: number, generation: number): Inode | null {
+    const image = this.heldImage(blkno);
+    if (!image || image.toString('latin1', 0, 8) !== SIG.inode || readU64(image, BLKNO_OFFSET) !== blkno) return null;
+    let ino: Inode;
+    try {
+      ino = decodeInode(image);
+    } catch {
+      return null; // a damaged image: whoever reads it next reports it
+    }
+    if (ino.generation !== generation || !(ino.flags & INODE_FL.valid) || ino.flags & INODE_FL.system) return null;
+    return ino;
   }
 
   forget(blkno: number): void {

@@ -3,8 +3,12 @@
 export const FORMAT_MAJOR = 1;
 export const FORMAT_MINOR = 0;
 
-/** Locking protocol the filesystem speaks to its cluster stack (stackglue negotiates). */
-export const LOCK_PROTO_MAJOR = 1;
+/**
+ * Locking protocol the filesystem speaks to its cluster stack (stackglue negotiates; one
+ * major per domain). 2: inode (M) locks carry a value block (fs/inode-lvb.ts), which a
+ * node of major 1 would leave stale when it gives up EX.
+ */
+export const LOCK_PROTO_MAJOR = 2;
 export const LOCK_PROTO_MINOR = 0;
 
 export const BLOCK_SIZES = [512, 1024, 2048, 4096] as const;

@@ -130,6 +130,10 @@ for (const options of ['', 'nokernelcache']) t.test(`three nodes mount one volum
 
   // All unmount; the volume is fsck-clean (the dead node's slot recovered by a survivor).
   for (const m of mounts.slice(0, 2)) t.equal(await step(c, `unmount of ${m.mp}`, unmount(m)), 0, `${path.basename(m.mp)} unmounts cleanly`);
+  // Stats of inodes another node changed last came from the inode locks' value blocks
+  // (each node logs its count at unmount); the checks above say they were right.
+  const fromLvb = mounts.slice(0, 2).map((m) => Number(/(\d+) stats answered from one/.exec(m.server.stderr() + m.server.stdout())?.[1] ?? -1));
+  t.ok(fromLvb.every((x) => x >= 0) && fromLvb.some((x) => x > 0), `stats answered from inode value blocks, no read (nodes 0/1: ${fromLvb.join('/')})`);
   const fsck = c.world.exec(0, process.execPath, [FSCK, '-n', c.world.sharedDisk], { env: nodeEnv(), timeoutMs: 120_000 });
   t.equal(fsck.status, 0, `fsck.o2fs -n: ${fsck.stdout}${fsck.stderr}`);
   // The killed node's slot was recovered (under its journal lock) and freed by a survivor.
