@@ -33,6 +33,7 @@
 //
 // Prints a table at the end and writes bench/results/cluster-latest.json (git-ignored).
 // Every mount, process, namespace and temporary file is removed on exit, also on failure.
+// BENCH_MOUNT_OPTS adds -o options to every mount (both sides), e.g. replypoll=0.
 // Not part of the test suite.
 process.env.UV_THREADPOOL_SIZE ??= '8'; // before the first fs call: several writers at once
 import { ChildProcess, spawn, spawnSync } from 'node:child_process';
@@ -70,6 +71,8 @@ const DROP_CACHES = process.env.BENCH_DROP_CACHES !== '0';
 const VOLUME_BYTES = envNum('BENCH_VOLUME_GB', 2) * 1024 * 1024 * 1024;
 const MiB = 1024 * 1024;
 const STEP_MS = envNum('BENCH_STEP_S', 180) * 1000; // no phase should take this long; a hang fails the run
+/** Extra `-o` options for every o2fs mount (local and cluster), e.g. BENCH_MOUNT_OPTS=replypoll=0. */
+const MOUNT_OPTS = process.env.BENCH_MOUNT_OPTS ? ['-o', process.env.BENCH_MOUNT_OPTS] : [];
 const PARTS = new Set((process.env.BENCH_PARTS ?? 'w handoff split failover').split(/[\s,]+/).filter((x) => x));
 
 /** Tails of the cluster's daemon and mount logs, for a step that hung (set once the cluster is up). */
@@ -179,7 +182,7 @@ async function waitMounted(mp: string, m: Mount, what: string): Promise<void> {
 
 async function mountLocal(img: string, mp: string): Promise<Mount & { child: ChildProcess }> {
   mkdirSync(mp, { recursive: true });
-  const child = spawn(process.execPath, [O2FS, 'mount', '-f', img, mp], { env: nodeEnv(), stdio: ['ignore', 'ignore', 'pipe'] });
+  const child = spawn(process.execPath, [O2FS, 'mount', '-f', ...MOUNT_OPTS, img, mp], { env: nodeEnv(), stdio: ['ignore', 'ignore', 'pipe'] });
   let err = '';
   child.stderr?.on('data', (b: Buffer) => {
     err = (err + b.toString()).slice(-20_000);
@@ -193,7 +196,7 @@ async function mountLocal(img: string, mp: string): Promise<Mount & { child: Chi
 async function mountNode(c: O2cbCluster, i: number): Promise<Mount & { server: ManagedProcess }> {
   const mp = path.join(c.world.tmpDir, `mnt${i}`);
   mkdirSync(mp, { recursive: true });
-  const server = c.world.spawn(i, process.execPath, [O2FS, 'mount', '-f', c.world.sharedDisk, mp], {
+  const server = c.world.spawn(i, process.execPath, [O2FS, 'mount', '-f', ...MOUNT_OPTS, c.world.sharedDisk, mp], {
     env: { ...nodeEnv(), O2CB_RUN_DIR: c.runDir(i) }, label: `o2fs-mount-${i}`,
   });
   const m = { mp, server, exited: server.exited, running: () => server.running, stderr: () => server.stderr() };
