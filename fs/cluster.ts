@@ -195,9 +195,24 @@ export class ClusterState {
     return entry.res;
   }
 
-  /** Gives an open lock nobody here holds back to the DLM (busy: a request in flight, it stays; no cache to drop). */
+  /**
+   * Gives an open lock nobody here holds back to the DLM (no cache to drop). A request
+   * still in flight (a grant released on arrival) is waited for first; if the inode is
+   * referenced here again meanwhile, the lock stays.
+   */
   private giveBackOpen(blkno: number, res: LockRes): void {
-    const p: Promise<unknown> = this.h.glue.dropIfIdle(res, async () => undefined)
+    const p: Promise<unknown> = (async () => {
+      for (let round = 0; ; round++) {
+        if (!this.h.glue.keeps(res) || this.openLocks.get(blkno)?.res === res) return;
+        if (round > 10_000) throw new Error('assertion: the lock never settled');
+        // (dropIfIdle decides at once, on this same state.)
+        if (!res.busy && !res.cancelling && res.holdersPr + res.holdersEx === 0) {
+          await this.h.glue.dropIfIdle(res, async () => undefined);
+          return;
+        }
+        await res.changed();
+      }
+    })()
       .catch((e: Error) => this.h.log(`giving back the open lock of inode ${blkno}: ${e.message}`))
       .finally(() => this.openDrops.delete(p));
     this.openDrops.add(p);

@@ -9,7 +9,12 @@
 //     allocators, orphan directories): an operation takes them as it reads inodes, waits
 //     only for one above all it holds, and only tries the others (fs/inode-locks.ts)
 //   E extent (range) locks of one inode's data, in ascending range order (fs/inode-locks.ts)
-//   W (not used yet)
+//   W reserved, not taken: OCFS2's rw lock keeps a write(2) whole against other nodes'
+//     writes and truncates; here every WRITE request runs under M at EX, or M at PR with
+//     its ranges' E at EX, and truncate, fallocate and punch under M at EX, which gives
+//     the same exclusion per request. A write(2) bigger than one request (1 MiB) is not
+//     whole against another node's: the kernel sends its pieces with nothing marking them
+//     as one call, so no lock taken here could span them.
 //   O open locks
 // Transactions run inside the M scope; they commit before it lets go.
 // P (orphan scan) and F (flock) stand apart: taken holding nothing. fs/dlmglue.ts asserts it.
