@@ -41,10 +41,10 @@ const APART = new Set(['F', 'P']);
 const heldHere = new AsyncLocalStorage<readonly LockRes[]>();
 
 function assertLockOrder(held: readonly LockRes[], res: LockRes): void {
-  const type = parseLockName(res.name)?.type ?? '?';
+  const type = res.type;
   for (const h of held) {
     if (h === res) throw new Error(`assertion: lock order: ${res.name} taken again while held`);
-    const ht = parseLockName(h.name)?.type ?? '?';
+    const ht = h.type;
     if (APART.has(type) || APART.has(ht)) throw new Error(`assertion: lock order: ${res.name} taken while holding ${h.name} (${APART.has(type) ? type : ht} locks are taken alone)`);
     const a = RANK[ht];
     const b = RANK[type];
@@ -77,6 +77,8 @@ export interface LockResOptions {
 
 export class LockRes {
   readonly name: string;
+  /** The lock type (lock-names.ts), '?' for a name of no known form. */
+  readonly type: string;
   readonly lksb: Lksb;
   readonly opts: LockResOptions;
   holdersPr = 0;
@@ -102,6 +104,7 @@ export class LockRes {
 
   constructor(name: string, opts: LockResOptions) {
     this.name = name;
+    this.type = parseLockName(name)?.type ?? '?';
     this.opts = opts;
     this.lksb = newLksb(this);
   }
