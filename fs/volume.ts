@@ -225,9 +225,13 @@ export class Volume {
     this.cache.setDecoded(blkno, image, decoded);
   }
 
-  /** The newest image of a block this node has at hand (journal, then cache), without I/O. */
+  /**
+   * The newest image of a block this node has at hand, without I/O: the cache's, which a
+   * commit updates and a free drops. (Not the journal's: it keeps the last image of a
+   * block freed since, until the checkpoint.)
+   */
   heldImage(blkno: number): Buffer | null {
-    return this.journal?.lookup(blkno) ?? this.cache.get(blkno) ?? null;
+    return this.cache.get(blkno) ?? null;
   }
 
   /**
