@@ -241,7 +241,12 @@ export async function allocMetaBlock(tx: Transaction, allocBlkno: number, slot: 
 
 /** Frees a metadata block back to the suballocator group named by its suballoc triple. */
 export async function freeMetaBlock(tx: Transaction, blkno: number, s: Suballoc): Promise<void> {
+  // The allocator first: on a cluster mount its lock covers the group, which must not be
+  // read before that lock is held (another node may have changed it since we last did).
+  const parent = await tx.groupParent(s.groupBlkno);
+  await tx.getInode(parent);
   const g = await tx.getGroup(s.groupBlkno);
+  if (g.parentBlkno !== parent) throw new FsError('EIO', `group ${s.groupBlkno} changed its allocator from ${parent} to ${g.parentBlkno}`);
   if (s.groupBlkno + s.bit !== blkno || s.bit === 0 || s.bit >= g.bits) throw new FsError('EIO', `block ${blkno} has a bad suballoc record (group ${s.groupBlkno} bit ${s.bit})`);
   if (!testBit(g.bitmap, s.bit)) throw new FsError('EIO', `freeing block ${blkno} that is already free`);
   clearBit(g.bitmap, s.bit);

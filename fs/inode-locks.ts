@@ -267,6 +267,13 @@ export class InodeLocks {
     return this.enqueue(s, blkno, generation);
   }
 
+  /** A block `owner`'s lock covers is being read: this operation must hold that lock. */
+  assertCovered(owner: number, what: string): void {
+    if (this.uncovered.has(owner)) return;
+    const s = scopes.getStore();
+    if (!s?.held.has(owner)) throw new Error(`assertion: ${what} read without the lock of inode ${owner}, which covers it`);
+  }
+
   /**
    * A transaction with changes commits. Inside an operation it must hold its locks at EX:
    * a lock left at PR is given up without a checkpoint (nothing may have changed under it).

@@ -132,7 +132,23 @@ export class Transaction {
     this.putObject(ino.blkno, INODE, ino);
   }
   async getGroup(blkno: number): Promise<GroupDesc> {
-    return this.getObject(blkno, GROUP);
+    const g = await this.getObject(blkno, GROUP);
+    // Cluster mounts: its allocator's lock covers it, and must have been taken first.
+    this.vol.inodeGuard?.assertCovered(g.parentBlkno, `allocator group ${blkno}`);
+    return g;
+  }
+  /**
+   * The allocator inode group `blkno` belongs to (set when the group is made), without
+   * reading the group into this transaction: from its state here, else Volume.groupParent.
+   */
+  async groupParent(blkno: number): Promise<number> {
+    const mine = this.changed.get(blkno);
+    if (mine) {
+      if (mine.codec !== GROUP) throw new CorruptionError(blkno, `read as a group, but this transaction changed it as ${mine.codec.signature}`);
+      return (mine.obj as GroupDesc).parentBlkno;
+    }
+    const image = this.dirty.get(blkno);
+    return image ? decodeGroup(image).parentBlkno : this.vol.groupParent(blkno);
   }
   putGroup(g: GroupDesc): void {
     this.putObject(g.blkno, GROUP, g);

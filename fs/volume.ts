@@ -4,6 +4,7 @@
 import type { BlockDevice } from '../blockdev/types';
 import { CorruptionError, FsError } from './errors';
 import { BACKUP_SUPER_OFFSETS, BLOCK_SIZES, INODE_FL, MAX_BACKUP_SUPERS, SIG, SUPERBLOCK_BLKNO, Signature } from './format/constants';
+import { decodeGroup } from './format/group';
 import { Inode, decodeInode } from './format/inode';
 import { BLKNO_OFFSET, GENERATION_OFFSET, readU64, verifyBlock } from './format/header';
 import { BlockCache } from './block-cache';
@@ -42,6 +43,8 @@ export interface InodeGuard {
   owners(blkno: number): readonly number[] | null;
   /** A transaction with changes commits: it must run in an operation holding its locks at EX. */
   committing(): void;
+  /** A block covered by inode `owner`'s lock is being read: the operation must hold that lock (assertion). */
+  assertCovered(owner: number, what: string): void;
 }
 
 export interface Geometry {
@@ -291,6 +294,18 @@ export class Volume {
     const image = unlocked ? await this.dev.read(this.blockOffset(blkno), this.geo.blockSize) : await this.readMeta(blkno, SIG.inode).catch(() => null);
     if (!image || image.toString('latin1', 0, 8) !== SIG.inode || readU64(image, BLKNO_OFFSET) !== blkno) return null;
     return image.readUInt32LE(GENERATION_OFFSET);
+  }
+
+  /**
+   * The allocator inode a suballocator group belongs to (set when the group is made, never
+   * changed), read past the cache: a change of the group must read it under that inode's
+   * lock (fs/inode-locks.ts: an allocator's lock covers its groups), so this only names the
+   * lock to take first and leaves no image cached under the wrong owners.
+   */
+  async groupParent(blkno: number): Promise<number> {
+    const image = this.journal?.lookup(blkno) ?? this.cache.get(blkno) ?? await this.dev.read(this.blockOffset(blkno), this.geo.blockSize);
+    verifyBlock(image, blkno, SIG.group, this.fsGeneration);
+    return decodeGroup(image).parentBlkno;
   }
 
   /** Block number of a system file by name ("global_bitmap", "journal:0001", ...). */
