@@ -12,7 +12,10 @@ import { decodeRecord, encodeCommit, encodeListRecord } from '../../fs/format/jo
 import { encodeSlotMapBlock } from '../../fs/format/slot-map';
 import { Journal } from '../../fs/journal';
 import { Volume } from '../../fs/volume';
-import { makeVolume } from './populate';
+import { makeVolume, slotContext } from './populate';
+import { S_IFREG } from '../../fs/format/constants';
+import { createNode, destroyInode, unlinkName } from '../../fs/namei';
+import { Transaction } from '../../fs/transaction';
 import { OverlayDevice } from './overlay';
 
 const dir = mkdtempSync(path.join(os.tmpdir(), 'o2fs-journal-'));
@@ -212,4 +215,23 @@ t.test('recoverSlot: replays, releases orphans, bumps the recovery generation on
   const { fsck } = await import('../../fs/fsck/index');
   const ck = await fsck(lower, { repair: false, log: () => undefined });
   t.equal(ck.exitCode, 0, 'consistent afterwards (the slot map still names the dead node; fsck only warns)');
+});
+
+t.test('an inode freed after its last image was committed is not "held": its lock value block must not call it alive', async (t) => {
+  const { base } = await setup();
+  const { vol, j } = await journaled(base);
+  const ctx = await slotContext(vol, 0);
+  const tx = new Transaction(vol);
+  const root = await tx.getInode(vol.sb.rootBlkno);
+  const i = await createNode(tx, ctx, root, Buffer.from('soon-gone'), { mode: S_IFREG | 0o644, uid: 0, gid: 0 });
+  await tx.commit();
+  await j.commit();
+  t.ok(vol.heldInode(i.blkno, i.generation), 'a live inode just created is held');
+  const tx2 = new Transaction(vol);
+  const gone = await unlinkName(tx2, await tx2.getInode(vol.sb.rootBlkno), Buffer.from('soon-gone'), false);
+  await destroyInode(tx2, ctx, gone);
+  await tx2.commit();
+  t.ok(j.lookup(i.blkno), 'the journal still keeps its last committed image (until the checkpoint)');
+  t.equal(vol.heldInode(i.blkno, i.generation), null, 'but it is not held: a value block filled now says nothing');
+  await j.shutdown();
 });
