@@ -201,18 +201,7 @@ export class ClusterState {
    * referenced here again meanwhile, the lock stays.
    */
   private giveBackOpen(blkno: number, res: LockRes): void {
-    const p: Promise<unknown> = (async () => {
-      for (let round = 0; ; round++) {
-        if (!this.h.glue.keeps(res) || this.openLocks.get(blkno)?.res === res) return;
-        if (round > 10_000) throw new Error('assertion: the lock never settled');
-        // (dropIfIdle decides at once, on this same state.)
-        if (!res.busy && !res.cancelling && res.holdersPr + res.holdersEx === 0) {
-          await this.h.glue.dropIfIdle(res, async () => undefined);
-          return;
-        }
-        await res.changed();
-      }
-    })()
+    const p: Promise<unknown> = this.h.glue.drop(res, () => this.openLocks.get(blkno)?.res === res)
       .catch((e: Error) => this.h.log(`giving back the open lock of inode ${blkno}: ${e.message}`))
       .finally(() => this.openDrops.delete(p));
     this.openDrops.add(p);

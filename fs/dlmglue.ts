@@ -377,14 +377,18 @@ export class DlmGlue {
 
   /**
    * Gives a resource back to the stack entirely (unlock) and forgets it, once nobody here
-   * holds it; a later lock() starts afresh. For per-inode locks whose inode we let go of.
+   * holds it or has a request in flight; a later lock() starts afresh. For per-inode locks
+   * whose inode we let go of. `keep` says, while it waits, that the lock is wanted here
+   * again after all: then it stays. Returns whether it was given back.
    */
-  async drop(res: LockRes): Promise<void> {
+  async drop(res: LockRes, keep: () => boolean = () => false): Promise<boolean> {
     for (let round = 0; res.busy || res.cancelling || res.holdersEx + res.holdersPr > 0; round++) {
+      if (!this.keeps(res) || keep()) return false;
       if (round > 10_000) throw new Error(`assertion: lock ${res.name} never became idle`);
       await res.changed();
     }
-    await this.dropIfIdle(res, async () => undefined);
+    // (dropIfIdle decides at once, on the state just checked.)
+    return !keep() && this.dropIfIdle(res, async () => undefined);
   }
 
   /**

@@ -110,6 +110,8 @@ export interface InodeLocksHost {
    * node has no image of it (or it is no longer that inode).
    */
   attributes?(blkno: number, generation: number): InodeLvb | null;
+  /** Has this node an image of block `blkno` at hand (no I/O)? Then a read of it costs nothing. */
+  holdsImage?(blkno: number): boolean;
   /**
    * An operation is committing inode `blkno`, which it created (its lock is being made):
    * the open lock can be asked for now, alongside (fs/cluster.ts).
@@ -319,20 +321,19 @@ export class InodeLocks {
   }
 
   /**
-   * The attributes of inode `blkno` without reading its block, taking its lock in this
-   * scope as a read would: from the image this node holds, else from the lock's value
-   * block; null when neither is at hand or to be trusted (read the inode block).
+   * The attributes of inode `blkno` from its lock's value block, taking the lock in this
+   * scope as a read would; null when this node holds an image of the inode (reading it
+   * costs nothing) or the value cannot be trusted (read the inode block).
    */
   async attributes(blkno: number): Promise<InodeLvb | null> {
     const s = scopes.getStore();
     if (!s) throw new Error(`assertion: inode ${blkno} read outside an inode lock scope`);
-    if (this.uncovered.has(blkno) || !this.host.attributes) return null;
+    if (this.uncovered.has(blkno) || !this.host.holdsImage) return null;
     await this.reading(blkno);
     const h = s.held.get(blkno);
     const generation = this.generations.get(blkno);
     if (!h || generation === undefined) throw new Error(`assertion: inode ${blkno} not held after its lock was taken`);
-    const held = this.host.attributes(blkno, generation);
-    if (held) return held;
+    if (this.host.holdsImage(blkno)) return null;
     const lvb = this.trustedLvb(h.res, generation);
     if (lvb) this.stats.lvbTrusted += 1;
     return lvb;
@@ -415,7 +416,7 @@ export class InodeLocks {
   private resource(blkno: number, generation: number): LockRes {
     const res: LockRes = this.glue.resource(lockName(LOCK_TYPE.meta, blkno, generation), {
       usesLvb: true,
-      // Leaving EX (after the checkpoint): what the inode is now, for the next holder.
+      // Leaving EX (before the downconvert drops the caches): what the inode is now, for the next holder.
       fillLvb: (lvb) => {
         const attrs = this.host.attributes?.(blkno, generation) ?? null;
         encodeInodeLvb(lvb, attrs);

@@ -380,7 +380,7 @@ export class PosixFs implements FuseOps {
   async getattr(_ctx: RequestContext, a: { ino: number }): Promise<AttrReply> {
     return this.run(false, async (tx) => {
       // Cluster mounts: from the inode lock's value block when this node has no image of
-      // the inode (another node changed it last), saving the read.
+      // the inode (another node changed it last), saving the read; else as any read.
       const known = await this.m.cluster?.locks.attributes(this.blknoOf(a.ino));
       if (known) return this.attrReply({ blkno: this.blknoOf(a.ino), ...known });
       return this.attrReply(await this.inode(tx, a.ino));

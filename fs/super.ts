@@ -127,6 +127,7 @@ export class MountedVolume {
         mounted?.invalidateKernel(blkno);
       },
       attributes: (blkno, generation) => vol.heldInode(blkno, generation),
+      holdsImage: (blkno) => vol.heldImage(blkno) !== null,
       // A node creating an inode asks for its open lock alongside its inode lock (two
       // round trips to the stack at once rather than one after the other).
       created: (blkno, generation) => mounted?.cluster?.noteInUse(blkno, generation, true),

@@ -13,7 +13,7 @@ import { CorruptionError, FsError } from './errors';
 import { SIG, Signature } from './format/constants';
 import { DirLeaf, cloneDirLeaf, decodeDirLeaf, encodeDirLeaf, viewDirLeafOverImage } from './format/dirent';
 import { ExtentBlock, cloneExtentBlock, decodeExtentBlock, encodeExtentBlock } from './format/extent-block';
-import { GroupDesc, cloneGroup, decodeGroup, encodeGroup, viewGroupOverImage } from './format/group';
+import { GroupDesc, cloneGroup, decodeGroup, encodeGroup, groupParentOf, viewGroupOverImage } from './format/group';
 import { Inode, cloneInode, decodeInode, encodeInode, viewInodeOverImage } from './format/inode';
 import { XattrBlock, cloneXattrBlock, decodeXattrBlock, encodeXattrBlock } from './format/xattr';
 import type { Volume } from './volume';
@@ -148,7 +148,7 @@ export class Transaction {
       return (mine.obj as GroupDesc).parentBlkno;
     }
     const image = this.dirty.get(blkno);
-    return image ? decodeGroup(image).parentBlkno : this.vol.groupParent(blkno);
+    return image ? groupParentOf(image) : this.vol.groupParent(blkno);
   }
   putGroup(g: GroupDesc): void {
     this.putObject(g.blkno, GROUP, g);

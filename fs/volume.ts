@@ -4,7 +4,7 @@
 import type { BlockDevice } from '../blockdev/types';
 import { CorruptionError, FsError } from './errors';
 import { BACKUP_SUPER_OFFSETS, BLOCK_SIZES, INODE_FL, MAX_BACKUP_SUPERS, SIG, SUPERBLOCK_BLKNO, Signature } from './format/constants';
-import { decodeGroup } from './format/group';
+import { groupParentOf } from './format/group';
 import { Inode, decodeInode } from './format/inode';
 import { BLKNO_OFFSET, GENERATION_OFFSET, readU64, verifyBlock } from './format/header';
 import { BlockCache } from './block-cache';
@@ -305,7 +305,7 @@ export class Volume {
   async groupParent(blkno: number): Promise<number> {
     const image = this.journal?.lookup(blkno) ?? this.cache.get(blkno) ?? await this.dev.read(this.blockOffset(blkno), this.geo.blockSize);
     verifyBlock(image, blkno, SIG.group, this.fsGeneration);
-    return decodeGroup(image).parentBlkno;
+    return groupParentOf(image);
   }
 
   /** Block number of a system file by name ("global_bitmap", "journal:0001", ...). */

@@ -47,6 +47,11 @@ export function encodeGroup(g: GroupDesc, bs: number): Buffer {
   return sealBlock(buf);
 }
 
+/** The allocator inode of a group image (fixed when the group is made), without decoding the rest. */
+export function groupParentOf(buf: Buffer): number {
+  return readU64(buf, 0x38);
+}
+
 export function decodeGroup(buf: Buffer): GroupDesc {
   const blkno = readU64(buf, 0x10);
   const g: GroupDesc = {
@@ -57,7 +62,7 @@ export function decodeGroup(buf: Buffer): GroupDesc {
     free: buf.readUInt32LE(0x24),
     chain: buf.readUInt16LE(0x28),
     nextGroupBlkno: readU64(buf, 0x30),
-    parentBlkno: readU64(buf, 0x38),
+    parentBlkno: groupParentOf(buf),
     bitmap: Buffer.from(buf.subarray(GROUP_BITMAP_OFFSET)),
   };
   if (g.bits === 0 || g.bits > groupBitmapCapacityBits(buf.length)) throw new CorruptionError(blkno, `group has ${g.bits} bits`);

@@ -359,6 +359,7 @@ t.test('inode value blocks: a stat after another node\'s change is answered with
         const i = images.get(b);
         return i && i.generation === generation ? i : null;
       },
+      holdsImage: (b) => images.has(b),
       log: () => undefined,
     }, 16);
     return { glue, dom, locks, images, dirty, reads: 0 };
