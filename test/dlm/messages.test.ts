@@ -24,7 +24,7 @@ t.test('round trips', async (t) => {
         { node: 4, seq: 7, queue: 2, granted: -1, requested: 5, getLvb: true, highestBlocked: -1 },
       ],
     }, M.decodeMigLockres],
-    [MSG.QUERY_JOIN, { domain: D, node: 3, dlmProto: { major: 1, minor: 0 }, fsProto: { major: 1, minor: 2 } }, M.decodeQueryJoin],
+    [MSG.QUERY_JOIN, { domain: D, node: 3, dlmProto: { major: 1, minor: 0 }, fsProto: { major: 1, minor: 2 }, live: [0, 3] }, M.decodeQueryJoin],
     [MSG.EXIT_DOMAIN, { domain: D, node: 3 }, M.decodeNodeNotice],
     [MSG.MASTER_REQUERY, { domain: D, name: 'M1' }, M.decodeMasterRequery],
     [MSG.BEGIN_RECO, { domain: D, recoMaster: 1, dead: [2, 4], gen: 99, stage: 0, sender: 1 }, M.decodeReco],

@@ -5,7 +5,8 @@
 import t from 'tap';
 import type { Test } from 'tap';
 import { LOCK_STATUS, LockMode, LKF } from '../../stackglue/types';
-import { MSG } from '../../dlm/o2cb/o2dlm/messages';
+import { MSG, decodeReply, encode } from '../../dlm/o2cb/o2dlm/messages';
+import { DLM_STATUS } from '../../dlm/o2cb/o2dlm/status';
 import { Cluster, TLock, checkClean } from './harness';
 
 const MODES: LockMode[] = ['NL', 'PR', 'EX'];
@@ -534,6 +535,44 @@ t.test('join: protocol negotiation, one joiner at a time, nodes outside the doma
   checkClean(t, c);
 });
 
+t.test('a joiner that does not yet see every member is held off (else it would master a name twice)', async (t) => {
+  const c = await Cluster.start(t, { seed: 41, nodes: 3, join: false });
+  await c.node(0).dom.join();
+  await c.node(1).dom.join();
+  // Node 1 masters a name and holds it at EX; node 0 knows that.
+  const held = c.node(1).lock('M-split');
+  t.match(await held.lock('EX'), { status: OK });
+  t.match(await c.node(0).lock('M-split').lock('PR', LKF.NOQUEUE), { status: EAGAIN });
+  // Node 2's heartbeat has not seen node 1 yet (a late start, a slow disk): no link 1-2.
+  c.net.partition([2], [1]);
+  let joined = false;
+  const join = c.node(2).dom.join().then(() => {
+    joined = true;
+  });
+  await c.net.sleep(3000);
+  t.notOk(joined, 'not joined while it cannot see member 1');
+  c.net.heal();
+  await join;
+  t.same(c.node(2).dom.members(), [0, 1], 'joined with the whole domain');
+  t.same(c.node(1).dom.members(), [0, 2], 'and every member knows it');
+  const late = c.node(2).lock('M-split');
+  t.match(await late.lock('PR', LKF.NOQUEUE), { status: EAGAIN }, 'node 1 still masters the name and holds it');
+  await held.unlock();
+  checkClean(t, c);
+});
+
+t.test('an assert over a live master is refused and reported', async (t) => {
+  const c = await Cluster.start(t, { seed: 42, nodes: 3 });
+  const held = c.node(1).lock('M-owned');
+  t.match(await held.lock('EX'), { status: OK });
+  await c.node(0).lock('M-owned').lock('PR', LKF.NOQUEUE);
+  const r = decodeReply(await c.net.transport(2).request(0, MSG.ASSERT_MASTER, encode(MSG.ASSERT_MASTER, { domain: c.domain, name: 'M-owned', master: 2, flags: 0 })));
+  t.not(r.status, DLM_STATUS.NORMAL, 'node 0 refuses node 2 asserting a name node 1 masters');
+  t.match(c.node(0).dom.dump().resources.find((x) => x.name === 'M-owned'), { owner: 1 }, 'and keeps node 1 as its master');
+  t.match(c.assertionLogs(), [/node 2 asserts M-owned, which node 1 masters/]);
+  await held.unlock();
+});
+
 t.test('simultaneous joins of a new domain settle on one domain map', async (t) => {
   for (const seed of [31, 32, 33]) {
     const c = new Cluster({ seed, nodes: 4 });
@@ -555,8 +594,7 @@ t.test('garbage payloads to every handler: error replies, no crash, no state cha
   await b.lock('PR');
   const before = [0, 1].map((n) => JSON.stringify(c.node(n).dom.dump()));
   const tr = c.net.transport(2);
-  const { decodeReply, encode, ALL_TYPES } = await import('../../dlm/o2cb/o2dlm/messages');
-  const { DLM_STATUS } = await import('../../dlm/o2cb/o2dlm/status');
+  const { ALL_TYPES } = await import('../../dlm/o2cb/o2dlm/messages');
   const rnd = c.net.rng;
   let replies = 0;
   for (const type of ALL_TYPES) {

@@ -162,6 +162,13 @@ export class Mastery {
       core.log(`assertion: node ${from} asserts ${m.name}, which this node masters`);
       return { status: DLM_STATUS.ERROR, error: 'this node masters it' };
     }
+    // Another live member masters it, and this is no migration's hand-over: the asserter
+    // never got that member's YES. Two masters would grant against each other; refuse
+    // and report (o2dlm BUG()s here).
+    if (res && !finishing && res.owner !== OWNER_UNKNOWN && res.owner !== from && core.members.has(res.owner)) {
+      core.log(`assertion: node ${from} asserts ${m.name}, which node ${res.owner} masters`);
+      return { status: DLM_STATUS.ERROR, error: `node ${res.owner} masters it` };
+    }
     this.blocks.delete(m.name);
     let hasRef = false;
     if (res) {

@@ -38,7 +38,8 @@ export class Membership {
   private async ask(n: number): Promise<Answer> {
     const core = this.core;
     try {
-      const r = await core.request(n, MSG.QUERY_JOIN, { node: core.thisNode, dlmProto: DLM_PROTOCOL, fsProto: core.opts.proto });
+      const live = [...core.transport.liveNodes()];
+      const r = await core.request(n, MSG.QUERY_JOIN, { node: core.thisNode, dlmProto: DLM_PROTOCOL, fsProto: core.opts.proto, live });
       if (r.status === DLM_STATUS.NOT_IN_DOMAIN || r.join === JOIN.OK_NO_MAP) return { node: n, kind: 'outside' };
       if (r.status !== DLM_STATUS.NORMAL) return { node: n, kind: 'disallow' };
       if (r.join === JOIN.DISALLOW) return { node: n, kind: 'disallow' };
@@ -137,6 +138,16 @@ export class Membership {
     if (core.state === 'joining' && core.joinAttemptActive) return { status: DLM_STATUS.NORMAL, join: JOIN.DISALLOW };
     if (core.state !== 'joined') return { status: DLM_STATUS.NOT_IN_DOMAIN, join: JOIN.OK_NO_MAP };
     if (core.recovering || core.recoveryMap.has(from) || core.members.has(from)) return { status: DLM_STATUS.NORMAL, join: JOIN.DISALLOW };
+    // Both sides must see each other, and the joiner every member: a joiner blind to a
+    // member would leave it out of its domain map, never ask it who masters a name, and
+    // master a name that member already masters. The heartbeat catches up; the joiner
+    // backs off and asks again (o2dlm's dlm_query_join_handler does the same).
+    if (!core.transport.liveNodes().has(from)) return { status: DLM_STATUS.NORMAL, join: JOIN.DISALLOW };
+    const unseen = [...core.members].filter((n) => n !== from && !m.live.includes(n));
+    if (unseen.length > 0) {
+      core.log(`join of node ${from} held off: it does not see member${unseen.length > 1 ? 's' : ''} ${unseen.join(', ')} yet`);
+      return { status: DLM_STATUS.NORMAL, join: JOIN.DISALLOW };
+    }
     const j = core.joining;
     if (j && j.node !== from && core.nowMs() - j.sinceMs < DEFAULTS.joiningHoldMs) return { status: DLM_STATUS.NORMAL, join: JOIN.DISALLOW };
     const versions = { dlmProto: DLM_PROTOCOL, fsProto: core.proto };

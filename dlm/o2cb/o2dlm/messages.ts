@@ -49,7 +49,7 @@ export interface MigLockres {
   domain: string; name: string; flags: number; sender: number; lvb: Buffer; lvbVouched: boolean;
   locks: LockRecord[]; refmap: number[]; gen: number;
 }
-export interface QueryJoin { domain: string; node: number; dlmProto: Version; fsProto: Version }
+export interface QueryJoin { domain: string; node: number; dlmProto: Version; fsProto: Version; live: number[] }
 export interface NodeNotice { domain: string; node: number }
 export interface MasterRequery { domain: string; name: string }
 export interface Reco { domain: string; recoMaster: number; dead: number[]; gen: number; stage: number; sender: number }
@@ -238,7 +238,7 @@ export function decodeMigLockres(p: Buffer): MigLockres {
 }
 export function decodeQueryJoin(p: Buffer): QueryJoin {
   const r = decodeRaw('QueryJoin', p);
-  return { domain: domain(r), node: node(r, 'node'), dlmProto: version(r, 'dlmProto'), fsProto: version(r, 'fsProto') };
+  return { domain: domain(r), node: node(r, 'node'), dlmProto: version(r, 'dlmProto'), fsProto: version(r, 'fsProto'), live: nodeList(r, 'live') };
 }
 export function decodeNodeNotice(p: Buffer): NodeNotice {
   const r = decodeRaw('NodeNotice', p);

@@ -47,7 +47,7 @@ export const AST_KIND = { AST: 1, BAST: 2 } as const;
 export const QUEUE = { GRANTED: 0, CONVERTING: 1, BLOCKED: 2 } as const;
 
 /** The o2dlm wire protocol this code speaks (o2fs's own, not the kernel's 1.3). */
-export const DLM_PROTOCOL = { major: 1, minor: 0 } as const;
+export const DLM_PROTOCOL = { major: 2, minor: 0 } as const;
 
 /** "No master known yet" (o2dlm's DLM_LOCK_RES_OWNER_UNKNOWN). */
 export const OWNER_UNKNOWN = 255;
