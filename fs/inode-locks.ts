@@ -269,6 +269,32 @@ export class InodeLocks {
     return this.enqueue(s, blkno, generation);
   }
 
+  /**
+   * Inode `blkno` was read as `generation` under this scope's lock. A lock named for another
+   * generation covers nothing here: the block was freed and came back as another inode (a
+   * value block or an image this node trusted said otherwise). Start over under the right lock.
+   */
+  readInode(blkno: number, generation: number): void {
+    if (this.uncovered.has(blkno)) return;
+    const s = scopes.getStore();
+    if (!s?.held.has(blkno)) return;
+    const named = this.generations.get(blkno);
+    if (named === undefined || named === generation) return;
+    this.generations.set(blkno, generation);
+    throw new Restart(blkno, `inode ${blkno} is generation ${generation}, its lock names ${named}`);
+  }
+
+  /**
+   * A transaction frees block `blkno`. If it is an inode this scope holds, its lock's value
+   * block stops being current: a free writes nothing to the inode block (the allocator's bit
+   * says it is free), and the block may come back as another inode under another lock's
+   * name, which a value block trusted here would hide.
+   */
+  freeing(blkno: number): void {
+    const h = scopes.getStore()?.held.get(blkno);
+    if (h) h.res.lvbCurrent = false;
+  }
+
   /** A block `owner`'s lock covers is being read: this operation must hold that lock. */
   assertCovered(owner: number, what: string): void {
     if (this.uncovered.has(owner)) return;

@@ -10,7 +10,7 @@
 // sealed image per block the transaction changed.
 import { isDeepStrictEqual } from 'node:util';
 import { CorruptionError, FsError } from './errors';
-import { SIG, Signature } from './format/constants';
+import { INODE_FL, SIG, Signature } from './format/constants';
 import { DirLeaf, cloneDirLeaf, decodeDirLeaf, encodeDirLeaf, viewDirLeafOverImage } from './format/dirent';
 import { ExtentBlock, cloneExtentBlock, decodeExtentBlock, encodeExtentBlock } from './format/extent-block';
 import { GroupDesc, cloneGroup, decodeGroup, encodeGroup, groupParentOf, viewGroupOverImage } from './format/group';
@@ -194,12 +194,18 @@ export class Transaction {
     }
     const image = await this.read(blkno, codec.signature);
     const known = this.vol.decodedOf(blkno, image) as Decoded<T> | undefined;
+    let obj: T;
     if (known && known.codec === codec) {
       if (PARANOID) this.assertDecodes(blkno, image, known);
-      return codec.clone(known.obj as T);
+      obj = known.obj as T;
+    } else {
+      obj = codec.decode(image);
+      this.remember(blkno, image, codec, obj);
     }
-    const obj = codec.decode(image);
-    this.remember(blkno, image, codec, obj);
+    if (codec === INODE && this.vol.inodeGuard) {
+      const ino = obj as Inode;
+      if (ino.flags & INODE_FL.valid) this.vol.inodeGuard.readInode(blkno, ino.generation);
+    }
     return codec.clone(obj);
   }
 
@@ -271,7 +277,10 @@ export class Transaction {
     }
     for (const blkno of [...this.changed.keys()]) this.encodeChanged(blkno);
     this.done = true;
-    for (const b of this.freed) this.vol.forget(b);
+    for (const b of this.freed) {
+      this.vol.forget(b);
+      guard?.freeing(b);
+    }
     const journal = this.vol.journal;
     if (journal && opts.inPlace) {
       // Blocks other nodes read under a lock and never through our journal (the slot map).

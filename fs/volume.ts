@@ -45,6 +45,13 @@ export interface InodeGuard {
   committing(): void;
   /** A block covered by inode `owner`'s lock is being read: the operation must hold that lock (assertion). */
   assertCovered(owner: number, what: string): void;
+  /**
+   * Inode `blkno` was read as `generation` (a valid inode) under the operation's lock: that
+   * lock must name this generation, else the operation starts over under the right one.
+   */
+  readInode(blkno: number, generation: number): void;
+  /** A committing transaction freed block `blkno` (maybe an inode whose lock it holds). */
+  freeing(blkno: number): void;
 }
 
 export interface Geometry {
