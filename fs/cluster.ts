@@ -10,6 +10,12 @@
 //     otherwise someone still has it open and it goes to the orphan directory. The name carries the inode's generation, so the open lock of an inode
 //     this node just created is new to every node: it is mastered here without asking
 //     anyone (LKF.LOCAL), which saves a create the mastery round trips.
+//   - Orphans are freed at their last use, as OCFS2 does at the last iput: the node that
+//     parked an inode in its orphan directory tries once its kernel lets go of it, and a node
+//     that got a BAST at EX on an inode's open lock while referencing it (someone tried to
+//     free it: OCFS2's MAYBE_ORPHANED) tries at its own last use; each frees it only if no
+//     other node holds it open (the same NOQUEUE try at EX). What nobody freed that way (a
+//     node died, or the try lost a race) is left to the scan.
 //   - Orphan scan: every ORPHAN_SCAN_MS, ONE node of the cluster scans (OCFS2's orphan scan:
 //     each node takes the P lock at EX; its value block counts the scans done; a node that
 //     finds the count moved since it last looked leaves this period to whoever moved it).
@@ -38,7 +44,7 @@ import { dirRemove, listDirectory } from './dir';
 import { DlmGlue, LockHandle, LockRes } from './dlmglue';
 import type { InodeLocks } from './inode-locks';
 import { FsError } from './errors';
-import { INODE_FL, SUPERBLOCK_BLKNO, SYSFILE, slotFileName } from './format/constants';
+import { INODE_FL, SUPERBLOCK_BLKNO, SYSFILE, orphanName, slotFileName } from './format/constants';
 import { nodeIsAlive } from './heartbeat-lite';
 import type { Journal } from './journal';
 import { LOCK_TYPE, lockName } from './lock-names';
@@ -96,6 +102,13 @@ export class ClusterState {
   /** The count as this node last saw it (-1: not yet). */
   private scanSeqSeen = -1;
   private recoveries: Promise<void> = Promise.resolve();
+  /**
+   * Inodes referenced here whose open lock another node asked for at EX: it tried to free
+   * them, so they may be orphans now (OCFS2's MAYBE_ORPHANED); their last use here checks.
+   */
+  private readonly maybeOrphans = new Set<number>();
+  /** Orphans this node freed (logged at unmount). */
+  readonly orphansFreed = { atLastUse: 0, byScan: 0 };
   private stopped = false;
   /** Our own slot's journal lock, held at EX while mounted. */
   private ownJournal: LockHandle | null = null;
@@ -157,7 +170,7 @@ export class ClusterState {
     // Held for an earlier inode in this block (one whose creation never committed): let it go.
     if (had) this.giveBackOpen(blkno, this.letGo(blkno, had));
     this.idleOpens.delete(blkno);
-    const entry = { res: this.h.glue.resource(name), held: null as LockHandle | null, dropped: false };
+    const entry = { res: this.openRes(blkno, generation), held: null as LockHandle | null, dropped: false };
     this.openLocks.set(blkno, entry);
     const p: Promise<void> = this.h.glue.lock(entry.res, 'PR', { local: created }).then((held) => {
       if (entry.dropped) held.release();
@@ -167,6 +180,21 @@ export class ClusterState {
       this.h.log(`open lock of inode ${blkno}: ${(e as Error).message}`);
     }).finally(() => this.pendingOpens.delete(p));
     this.pendingOpens.add(p);
+  }
+
+  /** Inode `blkno`'s open lock (of `generation`). */
+  private openRes(blkno: number, generation: number): LockRes {
+    const name = lockName(LOCK_TYPE.open, blkno, generation);
+    return this.h.glue.resource(name, {
+      onBlocked: (level) => {
+        if (level === 'EX' && this.openLocks.get(blkno)?.res.name === name) this.maybeOrphans.add(blkno);
+      },
+    });
+  }
+
+  /** Was inode `blkno` maybe orphaned by another node while referenced here? (Asked once.) */
+  takeMaybeOrphan(blkno: number): boolean {
+    return this.maybeOrphans.delete(blkno);
   }
 
   /** Waits for open locks requested so far (called before an operation lets go of its inode locks). */
@@ -213,7 +241,7 @@ export class ClusterState {
    * any inode lock it needs is only tried: O comes after M).
    */
   async ifUnusedEverywhere(blkno: number, generation: number, then: () => Promise<void>): Promise<boolean> {
-    const res = this.h.glue.resource(lockName(LOCK_TYPE.open, blkno, generation));
+    const res = this.openRes(blkno, generation);
     // Nodes that only cache the level (they looked the inode up once) give it up when
     // nudged; a node that references it keeps it. So: a try, and two more a moment later.
     let held: LockHandle | null = null;
@@ -233,6 +261,31 @@ export class ClusterState {
       if (!this.openLocks.has(blkno)) await this.h.glue.drop(res);
     }
     return true;
+  }
+
+  /**
+   * The last reference here to an inode that may be an orphan is gone: if it is one, free
+   * it now (its orphan directory entry with it) unless another node holds it open, as
+   * OCFS2 does at the last iput; the orphan scan frees what this leaves. Returns whether it
+   * freed the inode.
+   */
+  async freeOrphan(ctx: AllocContext, blkno: number): Promise<boolean> {
+    const vol = this.h.vol;
+    return this.h.locks.run('EX', async () => {
+      const tx = new Transaction(vol);
+      const i = await tx.getInode(blkno);
+      if (!(i.flags & INODE_FL.valid) || !(i.flags & INODE_FL.orphaned) || i.links !== 0) return false;
+      if (i.orphanedSlot >= vol.sb.maxSlots) throw new FsError('EIO', `orphan inode ${blkno} names slot ${i.orphanedSlot}`);
+      // Its orphan directory's lock before the open lock (inode locks come first).
+      const orphanDir = await tx.getInode(await vol.systemInode(slotFileName(SYSFILE.orphanDir, i.orphanedSlot)));
+      if (this.h.inUseLocally(blkno)) return false;
+      return this.ifUnusedEverywhere(blkno, i.generation, async () => {
+        await dirRemove(tx, orphanDir, orphanName(blkno));
+        await destroyInode(tx, ctx, i);
+        await tx.commit();
+        this.orphansFreed.atLastUse += 1;
+      });
+    }, { wrap: (f) => this.h.exclusive(f) });
   }
 
   /** Starts the periodic orphan scan. */
@@ -303,6 +356,7 @@ export class ClusterState {
       }
       return n;
     }, { wrap });
+    this.orphansFreed.byScan += freed;
     if (freed > 0) this.h.log(`orphan scan freed ${freed} inode(s)`);
     return freed;
   }

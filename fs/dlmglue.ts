@@ -73,6 +73,8 @@ export interface LockResOptions {
    * EX: downconvert, drop or unmount). Absent: holders at EX write it as they go.
    */
   fillLvb?: (lvb: Buffer) => void;
+  /** Another node asked for `level` (a BAST): what that tells the owner, besides the downconvert. */
+  onBlocked?: (level: LockMode) => void;
 }
 
 export class LockRes {
@@ -157,6 +159,7 @@ export class DlmGlue {
     onBlocking: (lksb, level) => {
       const res = lksb.owner as LockRes;
       if (res.blocking === null || MODE_ORDER[level] > MODE_ORDER[res.blocking]) res.blocking = level;
+      res.opts.onBlocked?.(level);
       // OCFS2's BUSY case: our upconvert (say PR->EX) waits at the master while we keep PR,
       // and another node's upconvert waits for our PR: neither can be granted. Cancel ours;
       // once it is back, we downconvert for them and ask again (dlmglue.c's cancel_convert).

@@ -18,7 +18,7 @@ import { allocateRange, extentAt, isInline, isWrittenRange, markWritten, punchCl
 import { EXTENT_CHUNK_BYTES } from './inode-locks';
 import { dirInsert, dirLookup, dirReaddir } from './dir';
 import { CorruptionError, FsError } from './errors';
-import { DYN, EXTENT_FL, INODE_FL, S_IFDIR, S_IFLNK, S_IFMT, S_IFREG, SYSFILE, fileTypeOfMode } from './format/constants';
+import { DYN, EXTENT_FL, INODE_FL, S_IFDIR, S_IFLNK, S_IFMT, S_IFREG, SYSFILE, fileTypeOfMode, orphanName } from './format/constants';
 import { Inode, Timespec, inlineDataCapacity } from './format/inode';
 import type { InodeLvb } from './inode-lvb';
 import { nowTimespec } from './inode-alloc';
@@ -70,10 +70,11 @@ export class PosixFs implements FuseOps {
   private readonly lock = new RwLock();
   private readonly lookups = new Map<number, number>();
   /**
-   * Local mounts: inodes this mount parked in its orphan directory (lastLinkGone), freed when
-   * the kernel lets go of them (maybeRelease). Orphans of an earlier mount of the slot are
-   * freed at mount, before the kernel can know any inode, so this set names every orphan a
-   * RELEASE or FORGET can concern, and the others cost no transaction.
+   * Inodes this mount parked in its orphan directory (lastLinkGone), freed when the kernel
+   * lets go of them (maybeRelease; on a cluster, unless another node holds them open). On a
+   * local mount, orphans of an earlier mount of the slot are freed at mount, before the
+   * kernel can know any inode, so this set names every orphan a RELEASE or FORGET can
+   * concern, and the others cost no transaction.
    */
   private readonly parkedOrphans = new Set<number>();
   private readonly opens = new Map<number, number>();
@@ -324,14 +325,21 @@ export class PosixFs implements FuseOps {
     tx.putInode(i);
     this.parkedOrphans.add(i.blkno);
     const orphanDir = await tx.getInode(this.m.orphanDirBlkno);
-    await dirInsert(tx, this.m.ctx, orphanDir, Buffer.from(i.blkno.toString(16).padStart(16, '0')), i.blkno, fileTypeOfMode(i.mode));
+    await dirInsert(tx, this.m.ctx, orphanDir, orphanName(i.blkno), i.blkno, fileTypeOfMode(i.mode));
   }
 
   private async maybeRelease(blkno: number): Promise<void> {
     if (this.inUse(blkno)) return;
-    if (this.m.cluster) {
-      // Our open lock goes; if it was an orphan, the orphan scan (of whichever node) frees it.
-      await this.m.cluster.dropOpen(blkno);
+    const cluster = this.m.cluster;
+    if (cluster) {
+      // Our open lock goes. An orphan parked here, or one another node tried to free
+      // meanwhile, is freed now unless another node still holds it open; else the orphan
+      // scan (of whichever node) frees it later.
+      cluster.dropOpen(blkno);
+      const parked = this.parkedOrphans.delete(blkno);
+      const suspect = cluster.takeMaybeOrphan(blkno);
+      if (this.m.readOnly || !(parked || suspect)) return;
+      await cluster.freeOrphan(this.m.ctx, blkno).catch((e: Error) => this.m.log(`freeing orphan inode ${blkno}: ${(e as Error).message}`));
       return;
     }
     if (this.m.readOnly || !this.parkedOrphans.has(blkno)) return;

@@ -317,7 +317,8 @@ export class MountedVolume {
       const st = l.stats;
       this.log(`cluster locks: ${this.glue.stackRequests} requests to the stack, ${l.restarts} operation restarts; ` +
         `${st.takes} inode lock takes (${st.takeMs.toFixed(0)} ms), ${st.extentTakes} extent lock takes, ${st.evicted} given back (bound ${l.maxCached}), ${st.downconverts} downconverts (checkpoint ${st.checkpointMs.toFixed(0)} ms, invalidation ${st.invalidateMs.toFixed(0)} ms); ` +
-        `inode value blocks: ${st.lvbPublished} published, ${st.lvbTrusted} stats answered from one`);
+        `inode value blocks: ${st.lvbPublished} published, ${st.lvbTrusted} stats answered from one; ` +
+        `orphans freed: ${this.cluster.orphansFreed.atLastUse} at their last use here, ${this.cluster.orphansFreed.byScan} by the scan`);
     }
     await this.glue.shutdown();
     await this.conn.disconnect();

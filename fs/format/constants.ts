@@ -158,6 +158,11 @@ export const SYSFILE = {
   journal: 'journal',
   orphanDir: 'orphan_dir',
 } as const;
+/** An orphan's entry name in its slot's orphan directory: its block number, 16 hex digits. */
+export function orphanName(blkno: number): Buffer {
+  return Buffer.from(blkno.toString(16).padStart(16, '0'));
+}
+
 export const PER_SLOT_FILES = [SYSFILE.inodeAlloc, SYSFILE.extentAlloc, SYSFILE.localAlloc, SYSFILE.truncateLog, SYSFILE.journal, SYSFILE.orphanDir] as const;
 export type PerSlotFile = (typeof PER_SLOT_FILES)[number];
 

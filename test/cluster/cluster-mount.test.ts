@@ -56,6 +56,16 @@ for (const options of ['', 'nokernelcache']) t.test(`three nodes mount one volum
   t.equal(readSync(fd, back, 0, back.length, 0), keep.length);
   t.ok(back.equals(keep), 'node 2 still reads the unlinked file it holds open');
   closeSync(fd);
+  // The same between nodes 0 and 1 (both unmount cleanly: their counts are checked below).
+  // Node 0 tries to free its orphan once its kernel lets go, finds node 1 holding it open,
+  // and leaves it; node 1's close is the last use anywhere, so node 1 frees it then (or
+  // node 0 does, if node 1 let go first): not the periodic scan.
+  await fsp.writeFile(path.join(a, 'doomed2'), keep);
+  const fd1 = openSync(path.join(b, 'doomed2'), 'r');
+  t.equal(readSync(fd1, back, 0, 10, 0), 10, 'node 1 reads the file it is about to lose');
+  await fsp.unlink(path.join(a, 'doomed2'));
+  await new Promise((resolve) => setTimeout(resolve, 300));
+  closeSync(fd1);
 
   // flock is cluster-wide: held on node 0, refused (LOCK_NB) on node 1, waited for on node 2.
   await fsp.writeFile(path.join(a, 'lockfile'), '');
@@ -134,6 +144,8 @@ for (const options of ['', 'nokernelcache']) t.test(`three nodes mount one volum
   // (each node logs its count at unmount); the checks above say they were right.
   const fromLvb = mounts.slice(0, 2).map((m) => Number(/(\d+) stats answered from one/.exec(m.server.stderr() + m.server.stdout())?.[1] ?? -1));
   t.ok(fromLvb.every((x) => x >= 0) && fromLvb.some((x) => x > 0), `stats answered from inode value blocks, no read (nodes 0/1: ${fromLvb.join('/')})`);
+  const atLastUse = mounts.slice(0, 2).map((m) => Number(/orphans freed: (\d+) at their last use here/.exec(m.server.stderr() + m.server.stdout())?.[1] ?? -1));
+  t.ok(atLastUse.every((x) => x >= 0) && atLastUse[0] + atLastUse[1] >= 1, `orphans freed at their last use, not left to the scan (nodes 0/1: ${atLastUse.join('/')})`);
   const fsck = c.world.exec(0, process.execPath, [FSCK, '-n', c.world.sharedDisk], { env: nodeEnv(), timeoutMs: 120_000 });
   t.equal(fsck.status, 0, `fsck.o2fs -n: ${fsck.stdout}${fsck.stderr}`);
   // The killed node's slot was recovered (under its journal lock) and freed by a survivor.

@@ -12,6 +12,8 @@
 //   write_append_truncate   A and B append records and truncate in lockstep, C checks
 //                           (also with descriptors held across steps: O_APPEND, ftruncate)
 //   attr_coherence          size, mtime, mode, nlink, owner changed on one node, read on two
+//   inode_reuse             unlinked on A while open on B, freed at B's close; A's next create
+//                           reuses the block: B and C read and append under the new inode's lock
 //   disjoint_writers        A and B write their halves of one file in 64 KiB pieces
 //   range_writers           A and B overwrite their halves of an 8 MiB file at once, C reads
 //   rename_race             A moves x into y while B moves y into x; three nodes race one file
@@ -277,6 +279,54 @@ t.test('ocfs2-test multi-node cases on one 3-node o2cb cluster', async (t) => {
       }
     }
     t.same(problems, [], `${k} rounds of changes: every attribute identical on all three nodes right after the change`);
+  });
+
+  // --- 6b. an inode block freed on one node and reused by another ------------------------------
+  // The node that frees an inode keeps its lock (cached, at EX): when the block comes back
+  // as a new inode, that node must notice (its lock names the old generation) and neither
+  // trust the old lock's value block nor its image of the block.
+  await timed('inode_reuse', 'unlinked on node 1 while open on node 0 or 2, freed there at its close; node 1\'s next create reuses the block: reads and appends coherent everywhere', async (t) => {
+    const dir = 'inode_reuse';
+    await fsp.mkdir(path.join(mp[1], dir));
+    const problems: string[] = [];
+    let reused = 0;
+    const ROUNDS = 8;
+    for (let k = 0; k < ROUNDS; k++) {
+      const f = k % 2 === 0 ? 0 : 2;
+      const x = path.join(dir, `x${k}`);
+      const y = path.join(dir, `y${k}`);
+      const first = randomBytes(3000 + k);
+      await step(c, `round ${k}: create on node 1`, fsp.writeFile(path.join(mp[1], x), first));
+      const fh = await step(c, `round ${k}: open on node ${f}`, fsp.open(path.join(mp[f], x), 'r'));
+      const xIno = (await fh.stat()).ino;
+      // Unlinked while node f holds it: an orphan, freed at node f's close (the last use).
+      await step(c, `round ${k}: unlink on node 1`, fsp.unlink(path.join(mp[1], x)));
+      const seen = Buffer.alloc(first.length + 10);
+      const { bytesRead } = await step(c, `round ${k}: read on node ${f}`, fh.read(seen, 0, seen.length, 0));
+      if (!seen.subarray(0, bytesRead).equals(first)) problems.push(`round ${k}: node ${f} read ${bytesRead} bytes of the unlinked x, not what node 1 wrote`);
+      await fh.close();
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      const second = randomBytes(5000 + k);
+      await step(c, `round ${k}: create again on node 1`, fsp.writeFile(path.join(mp[1], y), second));
+      if ((await fsp.stat(path.join(mp[1], y))).ino === xIno) reused++;
+      const want = async (node: number, buf: Buffer, what: string) => {
+        const got = await step(c, `round ${k}: ${what}: read on node ${node}`, fsp.readFile(path.join(mp[node], y)).catch((e) => errCode(e)));
+        if (typeof got === 'string') problems.push(`round ${k}: ${what}: node ${node}: ${got}`);
+        else if (!got.equals(buf)) problems.push(`round ${k}: ${what}: node ${node} read ${got.length} bytes, expected ${buf.length}${describeDiff(got, buf)}`);
+        const st = await fsp.stat(path.join(mp[node], y)).catch((e) => errCode(e));
+        if (typeof st !== 'string' && st.size !== buf.length) problems.push(`round ${k}: ${what}: node ${node} says size ${st.size}, expected ${buf.length}`);
+      };
+      await want(f, second, 'after the create');
+      const more = randomBytes(700);
+      await fsp.appendFile(path.join(mp[1], y), more);
+      await want(f, Buffer.concat([second, more]), 'after node 1 appended');
+      const last = randomBytes(900);
+      await fsp.appendFile(path.join(mp[f], y), last);
+      await want(1, Buffer.concat([second, more, last]), `after node ${f} appended`);
+      await want(2 - f, Buffer.concat([second, more, last]), `after node ${f} appended`);
+    }
+    t.ok(reused > 0, `the freed block was taken again by the next create in ${reused} of ${ROUNDS} rounds`);
+    t.same(problems, [], 'every node reads what was written last, whichever inode had the block before');
   });
 
   // --- 7. concurrent writers on disjoint ranges -------------------------------------------------
