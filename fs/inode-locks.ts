@@ -126,6 +126,8 @@ interface Scope {
   readonly mode: Mode;
   readonly duringRecovery: boolean;
   readonly held: Map<number, LockHandle>;
+  /** The inode generation each held lock names. */
+  readonly named: Map<number, number>;
   /** Highest block number held (locks are waited for only above it). */
   top: number;
   /** >0 while the scope holds a lock of a later rank (pin()): M locks are only tried. */
@@ -218,7 +220,7 @@ export class InodeLocks {
 
   private attempt<T>(mode: Mode, fn: () => Promise<T>, learned: Set<number>, duringRecovery: boolean): Promise<T> {
     return this.glue.collecting(async (record) => {
-      const s: Scope = { mode, duringRecovery, held: new Map(), top: -1, pinned: 0, chain: Promise.resolve(), record, done: false, extents: new Map() };
+      const s: Scope = { mode, duringRecovery, held: new Map(), named: new Map(), top: -1, pinned: 0, chain: Promise.resolve(), record, done: false, extents: new Map() };
       try {
         return await scopes.run(s, async () => {
           for (const b of [...learned].sort((x, y) => x - y)) await this.take(s, b);
@@ -259,12 +261,23 @@ export class InodeLocks {
     if (!s) throw new Error(`assertion: inode ${blkno} changed outside an inode lock scope`);
     if (s.mode !== 'EX') throw new Error(`assertion: inode ${blkno} changed in a read-only (PR) scope`);
     const h = s.held.get(blkno);
-    if (h) {
+    if (h && s.named.get(blkno) === generation) {
       // Its value block says what the inode was, not what it becomes.
       h.res.lvbCurrent = false;
       return undefined;
     }
-    if (!created) throw new Error(`assertion: inode ${blkno} changed without being read under its lock`);
+    if (!created) {
+      if (h) throw new Error(`assertion: inode ${blkno} (generation ${generation}) changed under the lock of generation ${s.named.get(blkno)}`);
+      throw new Error(`assertion: inode ${blkno} changed without being read under its lock`);
+    }
+    if (h) {
+      // An earlier attempt of this operation left the lock of the inode that had this block
+      // before (taken again first on starting over): it covers nothing of the new one.
+      s.held.delete(blkno);
+      s.named.delete(blkno);
+      h.release();
+      this.retired.push({ blkno, res: h.res });
+    }
     this.host.created?.(blkno, generation);
     return this.enqueue(s, blkno, generation);
   }
@@ -277,8 +290,7 @@ export class InodeLocks {
   readInode(blkno: number, generation: number): void {
     if (this.uncovered.has(blkno)) return;
     const s = scopes.getStore();
-    if (!s?.held.has(blkno)) return;
-    const named = this.generations.get(blkno);
+    const named = s?.named.get(blkno);
     if (named === undefined || named === generation) return;
     this.generations.set(blkno, generation);
     throw new Restart(blkno, `inode ${blkno} is generation ${generation}, its lock names ${named}`);
@@ -431,6 +443,7 @@ export class InodeLocks {
         throw new Restart(null, 'the operation ended while its lock was on the way');
       }
       s.held.set(blkno, h);
+      s.named.set(blkno, generation);
       s.top = Math.max(s.top, blkno);
       s.record(h);
       // Granted once DLM recovery freed what the dead node held: not ours to read yet.

@@ -40,14 +40,46 @@ export async function mountOn(c: O2cbCluster, i: number, options = ''): Promise<
   return { node: i, mp, server };
 }
 
+/** Node `num`'s lock manager state, as its o2cbd's test socket dumps it (one JSON line). */
+function dlmDump(c: O2cbCluster, num: number): { stdout: string; stderr: string } {
+  return spawnSync(python(), ['-c', `import socket,sys\ns=socket.socket(socket.AF_UNIX); s.settimeout(3); s.connect(sys.argv[1]); s.sendall(b'{"op":"dump"}\\n'); print(s.makefile().readline())`, path.join(c.runDir(num), 'o2test.sock')], { encoding: 'utf8', timeout: 5000 });
+}
+
 /** The last lines of every process's stderr (daemons, mounts, workers), and every node's DLM state. */
 export function dumpLogs(c: O2cbCluster, lines = 40): string {
   const logs = c.world.processes().map((x) => `--- ${x.label} (pid ${x.pid}${x.running ? '' : `, exited ${JSON.stringify(x.exitStatus)}`})\n${x.stderr().split('\n').slice(-lines).join('\n')}`).join('\n');
   const dumps = c.world.nodes.map((n) => {
-    const r = spawnSync(python(), ['-c', `import socket,sys\ns=socket.socket(socket.AF_UNIX); s.settimeout(3); s.connect(sys.argv[1]); s.sendall(b'{"op":"dump"}\\n'); print(s.makefile().readline())`, path.join(c.runDir(n.num), 'o2test.sock')], { encoding: 'utf8', timeout: 5000 });
+    const r = dlmDump(c, n.num);
     return `--- dlm dump of node ${n.num}\n${(r.stdout || r.stderr || '').slice(0, 20_000)}`;
   }).join('\n');
   return `${logs}\n${dumps}`;
+}
+
+/**
+ * Each node's lock manager as it sees the domain (members) and the resources whose name
+ * contains `part` (say an inode's block number in hex), for a failure message.
+ */
+export function dlmStateOf(c: O2cbCluster, part: string): string {
+  return c.world.nodes.map((n) => {
+    const r = dlmDump(c, n.num);
+    const found: string[] = [];
+    const walk = (x: unknown): void => {
+      if (Array.isArray(x)) x.forEach(walk);
+      else if (x && typeof x === 'object') {
+        const o = x as Record<string, unknown>;
+        if (Array.isArray(o.resources)) {
+          found.push(`members ${JSON.stringify(o.members)} state ${String(o.state)}`);
+          for (const res of o.resources as Array<{ name: string }>) if (res.name.includes(part)) found.push(JSON.stringify(res));
+        } else Object.values(o).forEach(walk);
+      }
+    };
+    try {
+      walk(JSON.parse(r.stdout));
+    } catch {
+      found.push(`no dump: ${(r.stdout || r.stderr || '').slice(0, 200)}`);
+    }
+    return `--- node ${n.num}\n${found.join('\n')}`;
+  }).join('\n');
 }
 
 /** Bounds one step; on timeout the error carries every daemon's, mount's and worker's log. */

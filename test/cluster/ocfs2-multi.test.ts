@@ -33,7 +33,7 @@ import { DlmGlue } from '../../fs/dlmglue';
 import { LOCK_TYPE, lockName } from '../../fs/lock-names';
 import { nodeEnv, waitFor } from './harness';
 import { O2cbCluster } from './o2cb-cluster';
-import { FSCK, Mount, PyWorker, dumpLogs, errCode, mountOn, prng, step, unmount, walk } from './multi-helpers';
+import { FSCK, Mount, PyWorker, dlmStateOf, dumpLogs, errCode, mountOn, prng, step, unmount, walk } from './multi-helpers';
 
 const SEED = Number(process.env.O2FS_MULTI_SEED ?? (Date.now() % 1_000_000));
 
@@ -603,7 +603,13 @@ R = res
     results.forEach((r, k) => r.created.forEach((n) => owner.set(n, [...(owner.get(n) ?? []), racers[k].proc.label])));
     t.same(results.flatMap((r) => r.errors), [], 'no error other than EEXIST');
     t.same(results.flatMap((r) => r.statfail), [], 'every name stat()s on all three nodes right after its create (or EEXIST)');
-    t.same(names.filter((n) => (owner.get(n) ?? []).length !== 1).map((n) => [n, owner.get(n) ?? []]), [], 'every name created by exactly one racer');
+    const twice = names.filter((n) => (owner.get(n) ?? []).length !== 1).map((n) => [n, owner.get(n) ?? []]);
+    t.same(twice, [], 'every name created by exactly one racer');
+    if (twice.length > 0) {
+      // Two nodes each held the directory's lock at EX: show what the lock managers think.
+      const ino = (await fsp.stat(path.join(mp[0], dir))).ino;
+      t.comment(`directory inode ${ino}: lock state\n${dlmStateOf(c, ino.toString(16).padStart(16, '0'))}\n${dumpLogs(c, 60)}`);
+    }
     t.equal(results.reduce((a, r) => a + r.eexist, 0), names.length * (racers.length - 1), 'all other attempts got EEXIST');
     t.comment(`creates per racer: ${results.map((r, k) => `${racers[k].proc.label}=${r.created.length}`).join(' ')}`);
     for (let i = 0; i < 3; i++) {
