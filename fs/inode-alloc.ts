@@ -83,4 +83,9 @@ export async function newUserInode(tx: Transaction, ctx: AllocContext, o: NewIno
 /** Returns an inode's block to its allocator. Its data and xattrs must be freed already. */
 export async function freeInode(tx: Transaction, ino: Inode): Promise<void> {
   await freeMetaBlock(tx, ino.blkno, ino.suballoc);
+  // The block is written back cleared (OCFS2 wipes a freed dinode the same way): left as
+  // it was, it would still read as a live inode of its generation, and a node with an old
+  // lock of that generation (or a value block filled from such an image) would take the
+  // block for that inode after another node's create has reused it.
+  tx.putInode({ ...ino, flags: ino.flags & ~INODE_FL.valid, links: 0, dtime: nowTimespec() });
 }

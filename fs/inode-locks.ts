@@ -296,17 +296,6 @@ export class InodeLocks {
     throw new Restart(blkno, `inode ${blkno} is generation ${generation}, its lock names ${named}`);
   }
 
-  /**
-   * A transaction frees block `blkno`. If it is an inode this scope holds, its lock's value
-   * block stops being current: a free writes nothing to the inode block (the allocator's bit
-   * says it is free), and the block may come back as another inode under another lock's
-   * name, which a value block trusted here would hide.
-   */
-  freeing(blkno: number): void {
-    const h = scopes.getStore()?.held.get(blkno);
-    if (h) h.res.lvbCurrent = false;
-  }
-
   /** A block `owner`'s lock covers is being read: this operation must hold that lock. */
   assertCovered(owner: number, what: string): void {
     if (this.uncovered.has(owner)) return;

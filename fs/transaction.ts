@@ -277,10 +277,7 @@ export class Transaction {
     }
     for (const blkno of [...this.changed.keys()]) this.encodeChanged(blkno);
     this.done = true;
-    for (const b of this.freed) {
-      this.vol.forget(b);
-      guard?.freeing(b);
-    }
+    for (const b of this.freed) this.vol.forget(b);
     const journal = this.vol.journal;
     if (journal && opts.inPlace) {
       // Blocks other nodes read under a lock and never through our journal (the slot map).

@@ -50,8 +50,6 @@ export interface InodeGuard {
    * lock must name this generation, else the operation starts over under the right one.
    */
   readInode(blkno: number, generation: number): void;
-  /** A committing transaction freed block `blkno` (maybe an inode whose lock it holds). */
-  freeing(blkno: number): void;
 }
 
 export interface Geometry {
