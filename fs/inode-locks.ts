@@ -293,6 +293,7 @@ export class InodeLocks {
     const named = s?.named.get(blkno);
     if (named === undefined || named === generation) return;
     this.generations.set(blkno, generation);
+    this.host.invalidate(blkno);
     throw new Restart(blkno, `inode ${blkno} is generation ${generation}, its lock names ${named}`);
   }
 
@@ -420,6 +421,8 @@ export class InodeLocks {
         h.release();
         this.retired.push({ blkno, res: h.res });
         this.generations.set(blkno, now);
+        // What this node keeps from under the old generation's lock, the new one does not cover.
+        this.host.invalidate(blkno);
         continue;
       }
       this.generations.set(blkno, generation);

@@ -5,7 +5,7 @@ import type { BlockDevice } from '../blockdev/types';
 import { CorruptionError, FsError } from './errors';
 import { BACKUP_SUPER_OFFSETS, BLOCK_SIZES, INODE_FL, MAX_BACKUP_SUPERS, SIG, SUPERBLOCK_BLKNO, Signature } from './format/constants';
 import { groupParentOf } from './format/group';
-import { Inode, decodeInode } from './format/inode';
+import { Inode, decodeInode, inodeImageIsValid } from './format/inode';
 import { BLKNO_OFFSET, GENERATION_OFFSET, readU64, verifyBlock } from './format/header';
 import { BlockCache } from './block-cache';
 import { Superblock, checkSuperblock, unsupportedIncompat } from './format/superblock';
@@ -293,12 +293,19 @@ export class Volume {
   /**
    * The generation an inode block carries (null if it is no inode block): as this node sees
    * it (journal, cache, disk), or straight from the disk, bypassing and not filling the cache
-   * (`unlocked`: to name a lock not yet held, fs/inode-locks.ts).
+   * (`unlocked`: to name a lock not yet held, fs/inode-locks.ts). A freed inode is the
+   * exception: its block is its allocator's, which no inode lock covers, so an image this
+   * node kept of it may be older than another node's create there since; the disk says.
    */
   async inodeGeneration(blkno: number, unlocked: boolean): Promise<number | null> {
-    const image = unlocked ? await this.dev.read(this.blockOffset(blkno), this.geo.blockSize) : await this.readMeta(blkno, SIG.inode).catch(() => null);
-    if (!image || image.toString('latin1', 0, 8) !== SIG.inode || readU64(image, BLKNO_OFFSET) !== blkno) return null;
-    return image.readUInt32LE(GENERATION_OFFSET);
+    const fromDisk = (): Promise<Buffer> => this.dev.read(this.blockOffset(blkno), this.geo.blockSize);
+    const isInode = (b: Buffer | null): b is Buffer => b !== null && b.toString('latin1', 0, 8) === SIG.inode && readU64(b, BLKNO_OFFSET) === blkno;
+    let image = unlocked ? await fromDisk() : await this.readMeta(blkno, SIG.inode).catch(() => null);
+    if (!unlocked && isInode(image) && !inodeImageIsValid(image) && !this.journal?.lookup(blkno)) {
+      this.cache.delete(blkno);
+      image = await fromDisk();
+    }
+    return isInode(image) ? image.readUInt32LE(GENERATION_OFFSET) : null;
   }
 
   /**

@@ -288,6 +288,11 @@ export function viewInodeOverImage(ino: Inode, image: Buffer): Inode {
   return ino;
 }
 
+/** Does an inode block image (header checked) hold a live inode (not one freed since)? */
+export function inodeImageIsValid(buf: Buffer): boolean {
+  return (buf.readUInt32LE(0x4c) & INODE_FL.valid) !== 0;
+}
+
 /** Decodes an inode block whose header was already verified (header.verifyBlock). */
 export function decodeInode(buf: Buffer): Inode {
   const bs = buf.length;

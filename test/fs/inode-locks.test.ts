@@ -188,12 +188,14 @@ t.test('an inode freed and reused: the lock name follows its generation', async 
   t.equal(nodes[1].glue.stackRequests - before, 1, 'a created inode\'s lock is one local request');
   // Node 0 still names generation 7: it takes that lock, finds 8 under it, and takes 8's.
   let sawEx = false;
+  const invalidationsBefore = nodes[0].invalidations;
   await nodes[0].locks.run('PR', async () => {
     await nodes[0].locks.reading(300);
     sawEx = heldNames(nodes[1], 'EX').some((x) => x.endsWith('0000012c00000008'));
   });
   t.notOk(sawEx, 'node 1 gave generation 8\'s EX up before node 0 read');
   t.ok(heldNames(nodes[0]).some((x) => x.endsWith('0000012c00000008')), 'node 0 now holds the lock of generation 8');
+  t.ok(nodes[0].invalidations > invalidationsBefore, 'and dropped what it cached under generation 7\'s lock');
 });
 
 t.test('an operation that started over after creating an inode locks the inode it creates next in that block', async (t) => {
