@@ -586,6 +586,54 @@ t.test('simultaneous joins of a new domain settle on one domain map', async (t) 
   }
 });
 
+t.test('brand-new names (LKF.LOCAL), used everywhere once known, purged and mastered again: never two masters', async (t) => {
+  // As the filesystem does with a new inode's locks: its creator takes the name with
+  // LKF.LOCAL (mastered there without asking) and others learn the name only after the
+  // grant; a name left idle is purged and mastered again by its next user.
+  for (const seed of [61, 62, 63, 64]) {
+    const c = new Cluster({ seed, nodes: 3, delayMaxMs: 5, purgeIntervalMs: 200 });
+    try {
+      for (const n of [0, 1, 2]) c.add(n);
+      await c.joinAll();
+      const rng = c.net.rng;
+      const published: string[] = [];
+      const splits = new Set<string>();
+      let created = 0;
+      let shared = 0;
+      const masters = (): void => {
+        const by = new Map<string, number[]>();
+        for (const n of c.nodes.values()) {
+          for (const r of n.dom.dump().resources) if (r.owner === n.num && r.migratingTo === null) by.set(r.name, [...(by.get(r.name) ?? []), n.num]);
+        }
+        for (const [name, ns] of by) if (ns.length > 1) splits.add(`${name} mastered by ${ns.join(' and ')}`);
+      };
+      const actor = async (node: number): Promise<void> => {
+        for (let step = 0; step < 40; step++) {
+          await c.net.sleep(Math.floor(rng() * 40));
+          const fresh = published.length === 0 || rng() < 0.3;
+          const name = fresh ? `L${seed}-${node}-${step}` : published[Math.floor(rng() * published.length)];
+          const l = c.node(node).lock(name);
+          const e = await l.lock(fresh ? 'EX' : rng() < 0.5 ? 'PR' : 'EX', (fresh ? LKF.LOCAL : 0) | LKF.VALBLK);
+          t.equal(e.status, OK, `seed ${seed}: node ${node} locks ${name}${fresh ? ' (new)' : ''}`);
+          if (fresh) {
+            published.push(name);
+            created++;
+          } else shared++;
+          masters();
+          await c.net.sleep(Math.floor(rng() * 15));
+          await l.unlock(LKF.VALBLK);
+        }
+      };
+      await Promise.all([0, 1, 2].map(actor));
+      masters();
+      t.same([...splits], [], `seed ${seed}: ${created} new names, ${shared} locks of known ones: never two masters of one name`);
+      checkClean(t, c);
+    } finally {
+      c.close();
+    }
+  }
+});
+
 t.test('garbage payloads to every handler: error replies, no crash, no state change', async (t) => {
   const c = await Cluster.start(t, { seed: 24, nodes: 3 });
   const a = c.node(0).lock('M-garbage');
