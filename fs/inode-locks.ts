@@ -19,7 +19,13 @@
 // Names: as OCFS2's, a lock's name holds the inode's generation, so the locks of a freed
 // inode and of the next inode in its block never meet. The generation of an inode not yet
 // locked comes from an unlocked read of its block, checked once the lock is held (freed and
-// reused meanwhile: take the new one's lock instead). An inode created here is changed
+// reused meanwhile: take the new one's lock instead, and drop what was cached under the
+// old one). A freed inode's block is written back cleared (fs/inode-alloc.ts) and belongs
+// to its allocator, so no inode lock covers it: the check reads it from the disk when this
+// node only has a cached copy of it. Each scope records the generation every lock it holds
+// names (Scope.named): an inode read under a lock of another generation starts the
+// operation over under the right one (readInode), and a new inode created in a block whose
+// old generation's lock the scope holds gets its own lock. An inode created here is changed
 // before anyone could know its generation: its lock is mastered here without asking anyone
 // (LKF.LOCAL, ocfs2_create_new_inode_locks), which saves a create the mastery round trips;
 // the grant is certain, so the creator does not wait for it (DlmGlue.lockNew), and asks for
