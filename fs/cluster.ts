@@ -40,7 +40,7 @@
 //   - The kernel may cache names and attributes only while the inode locks that cover them
 //     are held: a drop to NL invalidates them (fs/posix.ts, invalidateKernel).
 import type { AllocContext } from './alloc';
-import { dirRemove, listDirectory } from './dir';
+import { listDirectory } from './dir';
 import { DlmGlue, LockHandle, LockRes } from './dlmglue';
 import type { InodeLocks } from './inode-locks';
 import { FsError } from './errors';
@@ -48,7 +48,7 @@ import { INODE_FL, SUPERBLOCK_BLKNO, SYSFILE, orphanName, slotFileName } from '.
 import { nodeIsAlive } from './heartbeat-lite';
 import type { Journal } from './journal';
 import { LOCK_TYPE, lockName } from './lock-names';
-import { destroyInode } from './namei';
+import { releaseOrphan } from './namei';
 import { recoverSlot } from './recovery';
 import { readSlotMap, writeSlotMap } from './slot-map';
 import { Transaction } from './transaction';
@@ -280,8 +280,7 @@ export class ClusterState {
       const orphanDir = await tx.getInode(await vol.systemInode(slotFileName(SYSFILE.orphanDir, i.orphanedSlot)));
       if (this.h.inUseLocally(blkno)) return false;
       return this.ifUnusedEverywhere(blkno, i.generation, async () => {
-        await dirRemove(tx, orphanDir, orphanName(blkno));
-        await destroyInode(tx, ctx, i);
+        await releaseOrphan(tx, ctx, orphanDir, orphanName(blkno), i, `orphan directory of slot ${i.orphanedSlot}`);
         await tx.commit();
         this.orphansFreed.atLastUse += 1;
       });
@@ -347,9 +346,7 @@ export class ClusterState {
         await this.ifUnusedEverywhere(ino, generation, async () => {
           const tx = new Transaction(vol);
           const i = await tx.getInode(ino);
-          if (!(i.flags & INODE_FL.orphaned) || i.links !== 0) throw new FsError('EIO', `orphan directory of slot ${slot} names inode ${ino}, which is not an orphan`);
-          await dirRemove(tx, await tx.getInode(dirBlkno), name);
-          await destroyInode(tx, ctx, i);
+          await releaseOrphan(tx, ctx, await tx.getInode(dirBlkno), name, i, `orphan directory of slot ${slot}`);
           await tx.commit();
           n++;
         });

@@ -4,7 +4,7 @@
 import type { AllocContext } from './alloc';
 import { dirFreeStorage, dirInsert, dirIsEmpty, dirLookup, dirRemove, dirRetarget, initEmptyDir } from './dir';
 import { FsError } from './errors';
-import { MAX_LINKS, S_IFDIR, S_IFLNK, S_IFMT, S_IFREG, fileTypeOfMode } from './format/constants';
+import { INODE_FL, MAX_LINKS, S_IFDIR, S_IFLNK, S_IFMT, S_IFREG, fileTypeOfMode } from './format/constants';
 import type { Dirent } from './format/dirent';
 import { Inode, inlineDataCapacity } from './format/inode';
 import { freeAllData, initInlineFile, writeFile } from './file-data';
@@ -186,6 +186,17 @@ export async function renameNode(tx: Transaction, ctx: AllocContext, oldDir: Ino
   for (const d of sameDir ? [oldDir] : [oldDir, nd]) { d.mtime = t; d.ctime = t; tx.putInode(d); }
   tx.putInode(moved);
   return { moved, replaced };
+}
+
+/**
+ * Frees orphan `ino` (no links, parked in `orphanDir` under `name`): the entry goes, then
+ * the inode and everything it owns. An inode that is no orphan there is damage (EIO);
+ * `where` names the orphan directory in that message.
+ */
+export async function releaseOrphan(tx: Transaction, ctx: AllocContext, orphanDir: Inode, name: Buffer, ino: Inode, where: string): Promise<void> {
+  if (!(ino.flags & INODE_FL.orphaned) || ino.links !== 0) throw new FsError('EIO', `${where} names inode ${ino.blkno}, which is not an orphan`);
+  await dirRemove(tx, orphanDir, name);
+  await destroyInode(tx, ctx, ino);
 }
 
 /** Frees everything an inode owns and the inode itself (its last link and user are gone). */

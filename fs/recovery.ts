@@ -7,12 +7,12 @@
 // generation moved on.
 import type { AllocContext } from './alloc';
 import { freeClusters } from './alloc';
-import { dirRemove, listDirectory } from './dir';
+import { listDirectory } from './dir';
 import { FsError } from './errors';
-import { INODE_FL, JOURNAL_FL, SYSFILE, slotFileName } from './format/constants';
+import { JOURNAL_FL, SYSFILE, slotFileName } from './format/constants';
 import { testBit } from './format/group';
 import { Journal } from './journal';
-import { destroyInode } from './namei';
+import { releaseOrphan } from './namei';
 import { Transaction } from './transaction';
 import type { Volume } from './volume';
 
@@ -70,10 +70,7 @@ export async function recoverSlot(vol: Volume, slot: number, ctx: AllocContext, 
   const orphanDir = await tx.getInode(orphanDirBlkno);
   for (const e of await listDirectory(tx, orphanDirBlkno)) {
     if (o.inUse?.(e.ino)) continue;
-    const ino = await tx.getInode(e.ino);
-    if (!(ino.flags & INODE_FL.orphaned) || ino.links !== 0) throw new FsError('EIO', `orphan directory of slot ${slot} names inode ${e.ino}, which is not an orphan`);
-    await dirRemove(tx, orphanDir, e.name);
-    await destroyInode(tx, ctx, ino);
+    await releaseOrphan(tx, ctx, orphanDir, e.name, await tx.getInode(e.ino), `orphan directory of slot ${slot}`);
     result.orphansReleased += 1;
   }
   const j = await tx.getInode(journalIno);

@@ -5,13 +5,13 @@ import type { BlockDevice } from '../blockdev/types';
 import { chooseStack } from '../stackglue/registry';
 import type { ClusterConnection } from '../stackglue/types';
 import type { AllocContext } from './alloc';
-import { dirRemove, listDirectory } from './dir';
+import { listDirectory } from './dir';
 import { DlmGlue, LockRes } from './dlmglue';
 import { FsError } from './errors';
-import { ErrorsPolicy, INODE_FL, LOCK_PROTO_MAJOR, LOCK_PROTO_MINOR, SUPERBLOCK_BLKNO, SUPPORTED_RO_COMPAT, SYSFILE, slotFileName } from './format/constants';
+import { ErrorsPolicy, LOCK_PROTO_MAJOR, LOCK_PROTO_MINOR, SUPERBLOCK_BLKNO, SUPPORTED_RO_COMPAT, SYSFILE, slotFileName } from './format/constants';
 import { encodeSuperblock } from './format/superblock';
 import { LOCK_TYPE, lockName } from './lock-names';
-import { destroyInode } from './namei';
+import { releaseOrphan } from './namei';
 import { pickSlot, readSlotMap, writeSlotMap } from './slot-map';
 import { Transaction } from './transaction';
 import { Volume } from './volume';
@@ -239,10 +239,7 @@ export class MountedVolume {
     let freed = 0;
     for (const e of await listDirectory(tx, this.orphanDirBlkno)) {
       if (!unused(e.ino)) continue;
-      const ino = await tx.getInode(e.ino);
-      if (!(ino.flags & INODE_FL.orphaned) || ino.links !== 0) throw new FsError('EIO', `orphan directory names inode ${e.ino}, which is not an orphan`);
-      await dirRemove(tx, orphanDir, e.name);
-      await destroyInode(tx, this.ctx, ino);
+      await releaseOrphan(tx, this.ctx, orphanDir, e.name, await tx.getInode(e.ino), 'orphan directory');
       freed++;
     }
     await tx.commit();

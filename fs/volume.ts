@@ -117,6 +117,11 @@ export async function findBackupSuper(dev: BlockDevice): Promise<FoundSuper | nu
   return null;
 }
 
+/** Is `image` an inode block of block `blkno` (signature and self-reference; not checksummed)? */
+function isInodeImageOf(image: Buffer | null, blkno: number): image is Buffer {
+  return image !== null && image.toString('latin1', 0, 8) === SIG.inode && readU64(image, BLKNO_OFFSET) === blkno;
+}
+
 export class Volume {
   readonly dev: BlockDevice;
   sb: Superblock;
@@ -248,7 +253,7 @@ export class Volume {
    */
   heldInode(blkno: number, generation: number): Inode | null {
     const image = this.heldImage(blkno);
-    if (!image || image.toString('latin1', 0, 8) !== SIG.inode || readU64(image, BLKNO_OFFSET) !== blkno) return null;
+    if (!isInodeImageOf(image, blkno)) return null;
     let ino: Inode;
     try {
       ino = decodeInode(image);
@@ -299,13 +304,12 @@ export class Volume {
    */
   async inodeGeneration(blkno: number, unlocked: boolean): Promise<number | null> {
     const fromDisk = (): Promise<Buffer> => this.dev.read(this.blockOffset(blkno), this.geo.blockSize);
-    const isInode = (b: Buffer | null): b is Buffer => b !== null && b.toString('latin1', 0, 8) === SIG.inode && readU64(b, BLKNO_OFFSET) === blkno;
     let image = unlocked ? await fromDisk() : await this.readMeta(blkno, SIG.inode).catch(() => null);
-    if (!unlocked && isInode(image) && !inodeImageIsValid(image) && !this.journal?.lookup(blkno)) {
+    if (!unlocked && isInodeImageOf(image, blkno) && !inodeImageIsValid(image) && !this.journal?.lookup(blkno)) {
       this.cache.delete(blkno);
       image = await fromDisk();
     }
-    return isInode(image) ? image.readUInt32LE(GENERATION_OFFSET) : null;
+    return isInodeImageOf(image, blkno) ? image.readUInt32LE(GENERATION_OFFSET) : null;
   }
 
   /**
