@@ -159,6 +159,31 @@ export function fuseConnectionId(mountpoint: string): number | undefined {
   return m && m.major === 0 ? m.minor : undefined;
 }
 
+/** Where the kernel keeps the readahead of a mount's backing device (KiB; text). */
+function readaheadPath(mountpoint: string): string {
+  const m = findFuseMount(mountpoint);
+  if (!m) throw new Error(`no FUSE mount at ${mountpoint}`);
+  return `/sys/class/bdi/${m.major}:${m.minor}/read_ahead_kb`;
+}
+
+/** The readahead (KiB) of the FUSE mount at `mountpoint`. */
+export function readaheadKb(mountpoint: string): number {
+  const kb = Number(fs.readFileSync(readaheadPath(mountpoint), 'utf8').trim());
+  if (!Number.isInteger(kb) || kb < 0) throw new Error(`unreadable read_ahead_kb for ${mountpoint}`);
+  return kb;
+}
+
+/**
+ * Sets the readahead of the FUSE mount at `mountpoint`. The kernel starts a FUSE mount at
+ * 128 KiB, whatever max_readahead INIT answers (it can only lower it), so a sequential read
+ * reaches the server as 128 KiB READs; a window as large as max_pages lets each READ carry
+ * up to 1 MiB. Call after INIT, which would lower it again. Throws the sysfs write's error.
+ */
+export function setReadaheadKb(mountpoint: string, kb: number): void {
+  if (!Number.isInteger(kb) || kb < 0) throw new RangeError(`readahead of ${kb} KiB`);
+  fs.writeFileSync(readaheadPath(mountpoint), `${kb}\n`);
+}
+
 /**
  * Unmounts the FUSE filesystem at `mountpoint` (umount -i [-l]); a no-op if none is mounted.
  * Lazy: detach now, finish when the last user leaves. The server's reads then end with

@@ -6,7 +6,7 @@ import t from 'tap';
 import { spawn } from 'node:child_process';
 import { existsSync, promises as fsp } from 'node:fs';
 import path from 'node:path';
-import { isFuseMounted } from '../../fs/fuse/mount';
+import { isFuseMounted, readaheadKb } from '../../fs/fuse/mount';
 import { fsckClean, forceCleanup, mountExisting, mountFresh, run, serverPid, tempDir, tool } from './harness';
 
 const dir = tempDir(t, 'o2fs-life-');
@@ -121,6 +121,26 @@ t.test('cluster volumes need their stack, or -o nocluster', async (t) => {
   await fsp.writeFile(path.join(m.mp, 'x'), '1');
   t.equal(m.umount().status, 0);
   t.equal(fsckClean(img).status, 0);
+});
+
+t.test('readahead= sets the mount\'s readahead window (default 1024 KiB; 0 keeps the kernel\'s)', async (t) => {
+  const data = Buffer.alloc(8 << 20);
+  for (let i = 0; i < data.length; i += 4) data.writeUInt32LE(i, i);
+  const first = await mountFresh(t, dir);
+  t.equal(readaheadKb(first.mp), 1024, 'default');
+  await fsp.writeFile(path.join(first.mp, 'seq'), data);
+  t.equal(first.umount().status, 0);
+  for (const [opt, kb] of [['readahead=0', 128], ['readahead=4096', 4096], ['readahead=1024', 1024]] as const) {
+    const m = await mountExisting(t, first.img, first.mp, opt);
+    t.equal(readaheadKb(m.mp), kb, opt);
+    // A fresh mount caches no pages: this read goes through readahead to the server.
+    t.ok((await fsp.readFile(path.join(m.mp, 'seq'))).equals(data), `${opt}: a cold sequential read returns the data`);
+    t.equal(m.umount().status, 0);
+  }
+  const bad = tool('o2fs', ['mount', '-o', 'readahead=-1', first.img, first.mp]);
+  t.equal(bad.status, 1);
+  t.match(bad.err, /readahead= takes KiB/);
+  t.equal(fsckClean(first.img).status, 0);
 });
 
 t.test('bad options and missing devices are clear errors', async (t) => {
