@@ -186,8 +186,12 @@ export async function readFile(tx: Transaction, ino: Inode, offset: number, leng
   return whole.subarray(offset - baseBlock * bs, end - baseBlock * bs);
 }
 
-/** Writes `data` at `offset`, allocating clusters (zero-filled where partly written). */
-export async function writeFile(tx: Transaction, ctx: AllocContext, ino: Inode, offset: number, data: Buffer): Promise<void> {
+/**
+ * Writes `data` at `offset`, allocating clusters (zero-filled where partly written). With
+ * `hold`, the data write may go behind (Volume.writeData): `data` stays unchanged until
+ * every promise handed to `hold` has settled.
+ */
+export async function writeFile(tx: Transaction, ctx: AllocContext, ino: Inode, offset: number, data: Buffer, hold?: (done: Promise<void>) => void): Promise<void> {
   const end = offset + data.length;
   if (end > Number.MAX_SAFE_INTEGER) throw new FsError('EFBIG');
   if (ino.body.kind === 'inline') {
@@ -234,7 +238,7 @@ export async function writeFile(tx: Transaction, ctx: AllocContext, ino: Inode, 
     if (after > 0) await tx.vol.writeData(phys + bpc - after, Buffer.alloc(after * bs));
   }
   await markWritten(tx, ctx, ino, firstC, lastC - firstC);
-  await writeMapped(tx, ino, offset, data, fresh);
+  await writeMapped(tx, ino, offset, data, fresh, hold);
   ino.size = Math.max(ino.size, end);
   tx.putInode(ino);
 }
@@ -259,7 +263,7 @@ export async function isWrittenRange(tx: Transaction, ino: Inode, start: number,
  * extent's run goes down in one write. (Direct I/O from a buffer that is not page-aligned
  * reaches us as a large write ending mid-block and a small one after it.)
  */
-export async function writeMapped(tx: Transaction, ino: Inode, offset: number, data: Buffer, fresh: ReadonlySet<number> = new Set()): Promise<void> {
+export async function writeMapped(tx: Transaction, ino: Inode, offset: number, data: Buffer, fresh: ReadonlySet<number> = new Set(), hold?: (done: Promise<void>) => void): Promise<void> {
   const cs = tx.vol.geo.clusterSize;
   const bs = tx.bs;
   const end = offset + data.length;
@@ -288,7 +292,7 @@ export async function writeMapped(tx: Transaction, ino: Inode, offset: number, d
       }
       data.copy(buf, pos - firstBlock * bs, pos - offset, chunkEnd - offset);
     }
-    await tx.vol.writeData(phys, buf);
+    await tx.vol.writeData(phys, buf, hold);
     pos = chunkEnd;
   }
 }

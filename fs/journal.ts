@@ -221,6 +221,8 @@ export class Journal {
       this.js = { ...this.js, start: this.head, startSequence: seq, sequence: seq };
       await this.writeSuper();
     }
+    // Ordered data: what this transaction's metadata points at is on the device first.
+    await this.vol.allDataWritten();
     await this.vol.dev.flush();
     await this.vol.dev.write(this.physical(commitPos) * bs, commitRec);
     await this.vol.dev.flush();
@@ -245,6 +247,8 @@ export class Journal {
       let j = i + 1;
       while (j < writes.length && writes[j][0] === writes[j - 1][0] + 1 && j - i < RUN_BLOCKS_MAX) j++;
       const run = writes.slice(i, j).map(([, img]) => img);
+      // A checkpoint may write over a freed data cluster whose last data write is behind.
+      await this.vol.dataWritten(writes[i][0], writes[i][0] + run.length);
       await this.vol.dev.write(writes[i][0] * bs, run.length === 1 ? run[0] : Buffer.concat(run));
       i = j;
     }

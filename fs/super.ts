@@ -25,6 +25,8 @@ import { randomInt } from 'node:crypto';
 
 /** How long an unmount waits for pending recoveries of dead nodes before it goes anyway. */
 const UNMOUNT_RECOVERY_WAIT_MS = 60_000;
+/** Local mounts: file data answered but not yet written, at most (fs/data-behind.ts). */
+const WRITE_BEHIND_BYTES_MAX = 16 << 20;
 export interface MountOptions {
   readOnly?: boolean;
   /** Group commit interval: the journal commits at least this often. Default 5 s. */
@@ -214,6 +216,9 @@ export class MountedVolume {
       }
       if (journal) {
         if (!clustered) await m.releaseOrphans(() => true);
+        // Local mounts answer file data writes before they finish (fs/data-behind.ts);
+        // cluster mounts do not: a lock may go to another node the moment after a write.
+        if (!clustered && !vol.readOnly) vol.enableWriteBehind(WRITE_BEHIND_BYTES_MAX, log);
         m.commitTimer = setInterval(() => void m.sync(false).catch((e) => log(`journal commit failed: ${(e as Error).message}`)), (o.commitSec ?? 5) * 1000);
         m.commitTimer.unref();
       }

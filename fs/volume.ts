@@ -8,6 +8,7 @@ import { groupParentOf } from './format/group';
 import { Inode, decodeInode, inodeImageIsValid } from './format/inode';
 import { BLKNO_OFFSET, GENERATION_OFFSET, readU64, verifyBlock } from './format/header';
 import { BlockCache } from './block-cache';
+import { DataWritesBehind } from './data-behind';
 import { Superblock, checkSuperblock, unsupportedIncompat } from './format/superblock';
 
 const CACHE_BLOCKS_MAX = 16384;
@@ -136,6 +137,8 @@ export class Volume {
   journal: MountJournal | null = null;
   /** Set on cluster mounts: the per-inode locks transactions must hold. */
   inodeGuard: InodeGuard | null = null;
+  /** Local mounts: file data writes answered before they finish (fs/data-behind.ts). */
+  private behind: DataWritesBehind | null = null;
 
   constructor(dev: BlockDevice, sb: Superblock, readOnly: boolean) {
     this.dev = dev;
@@ -202,6 +205,7 @@ export class Volume {
     for (const blkno of sorted) {
       const buf = blocks.get(blkno)!;
       if (buf.length !== this.geo.blockSize) throw new Error(`assertion: block ${blkno} image is ${buf.length} bytes`);
+      await this.dataWritten(blkno, blkno + 1);
       await this.dev.write(this.blockOffset(blkno), buf);
       this.remember(blkno, buf);
     }
@@ -210,14 +214,46 @@ export class Volume {
   /** Reads file data blocks (uncached); into `into` when given (exactly that many bytes). */
   async readData(blkno: number, blocks: number, into?: Buffer): Promise<Buffer> {
     this.blockOffset(blkno + blocks - 1);
+    await this.dataWritten(blkno, blkno + blocks);
     return this.dev.read(this.blockOffset(blkno), blocks * this.geo.blockSize, into);
   }
 
-  async writeData(blkno: number, data: Buffer): Promise<void> {
+  /**
+   * Writes file data blocks. With `hold` on a volume that writes behind (enableWriteBehind),
+   * resolves once the write has started and hands `hold` the promise of its end: `data` must
+   * stay unchanged until then. Otherwise resolves when the write is done.
+   */
+  async writeData(blkno: number, data: Buffer, hold?: (done: Promise<void>) => void): Promise<void> {
     if (this.readOnly) throw new FsError('EROFS', 'volume is read-only');
     if (data.length % this.geo.blockSize !== 0) throw new Error('assertion: data write not block aligned');
-    this.blockOffset(blkno + data.length / this.geo.blockSize - 1);
+    const end = blkno + data.length / this.geo.blockSize;
+    this.blockOffset(end - 1);
+    if (this.behind && hold) {
+      const { done } = await this.behind.start(blkno, end, data.length, () => this.dev.write(this.blockOffset(blkno), data));
+      hold(done);
+      return;
+    }
+    await this.dataWritten(blkno, end);
     await this.dev.write(this.blockOffset(blkno), data);
+  }
+
+  /** From now on file data writes given a `hold` are answered before they finish (at most maxBytes at once). */
+  enableWriteBehind(maxBytes: number, log: (line: string) => void): void {
+    if (this.readOnly || this.behind) throw new Error('assertion: write-behind on a read-only volume, or twice');
+    this.behind = new DataWritesBehind(maxBytes, log);
+  }
+
+  /** Waits for the writes behind on blocks [first, end): a read or write of them may follow. */
+  async dataWritten(first: number, end: number): Promise<void> {
+    if (this.behind && this.behind.bytesBehind > 0) await this.behind.overlapping(first, end);
+  }
+
+  /**
+   * Waits for every data write behind (a journal commit must not get ahead of the data its
+   * metadata points at); throws EIO once if one of them failed.
+   */
+  async allDataWritten(): Promise<void> {
+    await this.behind?.drain();
   }
 
   /** Records the newest image of a block (it reached the journal, not yet its place). */
@@ -284,6 +320,7 @@ export class Volume {
   }
 
   async flush(): Promise<void> {
+    await this.allDataWritten();
     await this.dev.flush();
   }
 

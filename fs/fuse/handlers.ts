@@ -38,6 +38,8 @@ export interface HandlerRequest {
   readonly ino: number;
   /** The bytes after fuse_in_header, without extensions. */
   readonly body: Buffer;
+  /** Keeps `body` valid past the reply until `done` settles (WriteArgs.hold). */
+  readonly hold?: (done: Promise<void>) => void;
 }
 
 /** The reply payload (after fuse_out_header); [] = success without payload. */
@@ -173,6 +175,7 @@ const write: Handler = async (env, ctx, req) => {
   const writtenBytes = await env.ops.write(ctx, {
     ino: req.ino, fh: f.fh, offsetBytes: f.offsetBytes, data: f.data, flags: f.flags, writeFlags: f.writeFlags,
     ...((f.writeFlags & WRITE_LOCKOWNER) !== 0 ? { lockOwner: f.lockOwner } : {}),
+    ...(req.hold ? { hold: req.hold } : {}),
   });
   if (!Number.isInteger(writtenBytes) || writtenBytes < 0 || writtenBytes > f.data.length) {
     throw new Error(`filesystem write returned ${writtenBytes} for ${f.data.length} bytes`);

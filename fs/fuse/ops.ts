@@ -235,12 +235,17 @@ export interface WriteArgs {
   ino: number;
   fh: number;
   offsetBytes: number;
-  /** The bytes to write; a view into the request buffer, valid until the returned promise settles. */
+  /**
+   * The bytes to write; a view into the request buffer, valid until the returned promise
+   * settles, and after that until every promise handed to `hold` has settled.
+   */
   data: Buffer;
   flags: number;
   /** WRITE_CACHE: a delayed write from the page cache (fh may be any open handle of the inode). */
   writeFlags: number;
   lockOwner?: bigint;
+  /** Keeps `data` valid until `done` settles (a write answered before it reached the disk). */
+  hold?: (done: Promise<void>) => void;
 }
 
 export interface FlushArgs {

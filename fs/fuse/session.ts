@@ -407,9 +407,13 @@ export class FuseSession {
         const lent = buf;
         buf = this.spareBuffers.pop() ?? Buffer.allocUnsafeSlow(this.readBufferBytes);
         const request = lent.subarray(0, lengthBytes);
+        // A WRITE answered before its data reached the disk holds the buffer until it has.
         const reusable = request.readUInt32LE(InHeader.opcode) === Opcode.WRITE;
-        const handled = this.handleRequest(request);
-        if (reusable) void handled.then(() => this.spareBuffers.length < SPARE_BUFFERS_MAX && this.spareBuffers.push(lent));
+        const holds: Promise<void>[] = [];
+        const handled = this.handleRequest(request, reusable ? holds : undefined);
+        if (reusable) {
+          void handled.then(() => Promise.all(holds)).then(() => this.spareBuffers.length < SPARE_BUFFERS_MAX && this.spareBuffers.push(lent));
+        }
       }
     } catch (err) {
       this.log(`o2fs fuse: reader ${readerId} stopped: ${(err as Error).stack ?? String(err)}`);
@@ -437,16 +441,20 @@ export class FuseSession {
    * Handles one request exactly as read from /dev/fuse. Never rejects. Public so tests can
    * drive the dispatcher with crafted buffers through a fake FuseChannel.
    */
-  async handleRequest(request: Buffer): Promise<void> {
+  async handleRequest(request: Buffer, holds?: Promise<void>[]): Promise<void> {
     try {
-      await this.dispatch(request);
+      await this.dispatch(request, holds);
     } catch (err) {
       // dispatch answers every error itself; reaching here is a bug in this file.
       this.log(`o2fs fuse: BUG: dispatch threw: ${(err as Error).stack ?? String(err)}`);
     }
   }
 
-  private async dispatch(request: Buffer): Promise<void> {
+  /**
+   * `holds`: where a WRITE handler's WriteArgs.hold puts the promises its buffer must outlive
+   * (the caller reuses the buffer); absent, the buffer is this request's own (GC keeps it).
+   */
+  private async dispatch(request: Buffer, holds?: Promise<void>[]): Promise<void> {
     this.counters.requests += 1;
     this.counters.requestBytesMax = Math.max(this.counters.requestBytesMax, request.length);
     if (request.length < InHeader.size) {
@@ -506,7 +514,8 @@ export class FuseSession {
         unique: h.unique, uid: h.uid, gid: h.gid, pid: h.pid,
         get signal() { return inflight.signal; },
       };
-      const payload = await handler(this.env, ctx, { ino, body });
+      const hold = h.opcode !== Opcode.WRITE ? undefined : holds ? (done: Promise<void>) => void holds.push(done) : () => undefined;
+      const payload = await handler(this.env, ctx, { ino, body, ...(hold ? { hold } : {}) });
       this.reply(h.unique, payload);
     } catch (err) {
       this.replyError(h.unique, err, opcodeName(h.opcode));
