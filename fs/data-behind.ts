@@ -1,4 +1,4 @@
-// File data writes answered before they reach the device ("write-behind"; local mounts).
+// File data writes answered before they reach the device ("write-behind").
 //
 // A FUSE WRITE without a writeback cache is synchronous for the writer: the kernel copies the
 // next megabyte only after we answer. Answering once the metadata is in the transaction and
@@ -9,6 +9,8 @@
 //     could land in either order: a freed cluster may be reused while its old write is out);
 //   - a journal commit, and every flush, waits for all of them first (ordered data: no
 //     committed metadata may point at data that is not on the device);
+//   - on a cluster mount, an inode lock leaving EX waits for all of them (the next holder,
+//     on another node, reads the disk): the downconvert's checkpoint (fs/super.ts);
 //   - at most `maxBytes` are behind at once; a new one waits for room.
 // A failed write behind is logged and reported, once, by the next drain (fsync, commit,
 // unmount), as the kernel reports a writeback error at the next fsync.

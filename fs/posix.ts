@@ -632,7 +632,7 @@ export class PosixFs implements FuseOps {
       // On a cluster mount the kernel's idea of the size (its O_APPEND offset) may be
       // another node's past: append at the size under the inode's lock instead.
       const offsetBytes = this.m.cluster && a.flags & O_APPEND ? i.size : a.offsetBytes;
-      // Local mounts answer before the data is on the disk (Volume.writeData, hold).
+      // Answered before the data is on the disk (Volume.writeData, hold; fs/data-behind.ts).
       await writeFile(tx, this.m.ctx, i, offsetBytes, a.data, a.hold);
       this.touch(i, { m: true, c: true });
       tx.putInode(i);

@@ -25,7 +25,7 @@ import { randomInt } from 'node:crypto';
 
 /** How long an unmount waits for pending recoveries of dead nodes before it goes anyway. */
 const UNMOUNT_RECOVERY_WAIT_MS = 60_000;
-/** Local mounts: file data answered but not yet written, at most (fs/data-behind.ts). */
+/** File data answered but not yet written, at most (fs/data-behind.ts). */
 const WRITE_BEHIND_BYTES_MAX = 16 << 20;
 export interface MountOptions {
   readOnly?: boolean;
@@ -119,6 +119,9 @@ export class MountedVolume {
     const locks = clustered ? new InodeLocks(glue, {
       generation: (blkno, locked) => vol.inodeGeneration(blkno, !locked),
       checkpoint: async () => {
+        // Data written behind under the lock is on the disk before the next holder reads it
+        // (the commit would wait for it too, when it has metadata to commit).
+        await vol.allDataWritten();
         const j = vol.journal;
         if (!j) return;
         await j.commit();
@@ -216,9 +219,9 @@ export class MountedVolume {
       }
       if (journal) {
         if (!clustered) await m.releaseOrphans(() => true);
-        // Local mounts answer file data writes before they finish (fs/data-behind.ts);
-        // cluster mounts do not: a lock may go to another node the moment after a write.
-        if (!clustered && !vol.readOnly) vol.enableWriteBehind(WRITE_BEHIND_BYTES_MAX, log);
+        // File data writes are answered before they finish (fs/data-behind.ts); on a
+        // cluster mount an inode lock leaving EX waits for them (checkpoint above).
+        if (!vol.readOnly) vol.enableWriteBehind(WRITE_BEHIND_BYTES_MAX, log);
         m.commitTimer = setInterval(() => void m.sync(false).catch((e) => log(`journal commit failed: ${(e as Error).message}`)), (o.commitSec ?? 5) * 1000);
         m.commitTimer.unref();
       }

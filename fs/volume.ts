@@ -137,7 +137,7 @@ export class Volume {
   journal: MountJournal | null = null;
   /** Set on cluster mounts: the per-inode locks transactions must hold. */
   inodeGuard: InodeGuard | null = null;
-  /** Local mounts: file data writes answered before they finish (fs/data-behind.ts). */
+  /** File data writes answered before they finish (fs/data-behind.ts). */
   private behind: DataWritesBehind | null = null;
 
   constructor(dev: BlockDevice, sb: Superblock, readOnly: boolean) {
