@@ -94,8 +94,8 @@ export class PosixFs implements FuseOps {
   private readonly plockWaiters = new Map<number, Set<() => void>>();
 
   /**
-   * F_GETLK, offered on cluster mounts only (with it the kernel sends record locks here and
-   * FUSE_POSIX_LOCKS is negotiated); local mounts leave record locks to the kernel.
+   * F_GETLK, offered on read-write cluster mounts only (with it the kernel sends record
+   * locks here and FUSE_POSIX_LOCKS is negotiated); other mounts leave them to the kernel.
    */
   readonly getlk?: (ctx: RequestContext, a: LockArgs) => Promise<FileLock>;
   /** FLUSH (each close): on cluster mounts, drops the closing process's record locks. */
@@ -110,7 +110,9 @@ export class PosixFs implements FuseOps {
     // this node's requests as a change does (before any inode lock, as run() orders them).
     m.exclusive = (fn) => this.lock.write(fn);
     m.invalidateKernel = (blkno) => this.invalidateKernel(blkno);
-    if (m.cluster) {
+    // A read-only mount cannot write the lock table: its record locks stay the kernel's,
+    // node-local (as every OCFS2 mount on o2cb keeps them).
+    if (m.cluster && !m.readOnly) {
       this.getlk = (_ctx, a) => this.plockGet(a);
       this.flush = (_ctx, a) => this.plockFlush(a);
     }
@@ -157,7 +159,7 @@ export class PosixFs implements FuseOps {
    */
   async setlk(ctx: RequestContext, a: SetLockArgs): Promise<void> {
     if (!a.flock) {
-      if (!this.m.cluster) throw new FsError('EINVAL', 'POSIX record locks are the kernel\'s on a local mount');
+      if (!this.getlk) throw new FsError('EINVAL', 'POSIX record locks are the kernel\'s on this mount');
       return this.plockSet(ctx, a);
     }
     const blkno = this.blknoOf(a.ino);

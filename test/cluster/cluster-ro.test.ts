@@ -2,6 +2,7 @@
 // namespace with its own o2cbd): the read-only node claims no slot, reads under the
 // cluster's locks what the other node writes, and refuses every change with EROFS.
 import t from 'tap';
+import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
@@ -45,6 +46,10 @@ t.test('a read-only cluster mount reads what a read-write node writes and change
     ['rename', () => fsp.rename(path.join(ro, 'd'), path.join(ro, 'd2'))],
   ];
   for (const [what, f] of attempts) t.equal(await f().then(() => 'ok', errCode), 'EROFS', `${what} on the read-only node: EROFS`);
+  // Record locks on a read-only mount are the kernel's, node-local: a reader's shared lock
+  // works (it failed with EROFS while the mount tried to record it in the volume).
+  const lockf = spawnSync('python3', ['-c', 'import fcntl, sys; f = open(sys.argv[1]); fcntl.lockf(f, fcntl.LOCK_SH | fcntl.LOCK_NB, 100, 0); fcntl.lockf(f, fcntl.LOCK_UN); print("locked")', path.join(ro, 'd', 'g')], { encoding: 'utf8', timeout: 30_000 });
+  t.equal(lockf.stdout.trim(), 'locked', `F_SETLK F_RDLCK on the read-only node: ${lockf.stderr}`);
   t.ok((await fsp.readFile(path.join(rw, 'd', 'g'))).equals(Buffer.concat([data, more])), 'node 0 still reads its file intact');
 
   for (const m of [...mounts].reverse()) t.equal(await step(c, `unmount of node ${m.node}`, unmount(m)), 0, `node ${m.node} unmounts cleanly`);
