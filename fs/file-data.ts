@@ -46,6 +46,7 @@ export async function allocateRange(tx: Transaction, ctx: AllocContext, ino: Ino
     const prev = await lookupFloor(tx, ino, c - 1);
     const hint = prev ? tx.vol.blockToCluster(prev.blkno) + prev.clusters : tx.vol.blockToCluster(ino.blkno);
     const run = await allocClusters(tx, want, 1, hint);
+    tx.orderedData = true; // their old contents must never show: what is written there goes down first
     await addExtent(tx, ctx, ino, { cpos: c, clusters: run.clusters, flags, blkno: tx.vol.clusterToBlock(run.startCluster) });
     made.push({ cpos: c, run });
     c += run.clusters;
@@ -102,6 +103,7 @@ export async function markWritten(tx: Transaction, ctx: AllocContext, ino: Inode
   const candidates = [...(first ? [first] : []), ...(await recordsFrom(tx, ino, cpos + 1, count))];
   const unwritten = candidates.some((r) => r.flags & EXTENT_FL.unwritten && r.cpos < cpos + count && r.cpos + r.clusters > cpos);
   if (!unwritten) return;
+  tx.orderedData = true; // reading as zeros until now: what is written there goes down first
   for (const r of await extentsWithin(tx, ctx, ino, cpos, count)) {
     if (r.flags & EXTENT_FL.unwritten) await updateRecord(tx, ino, { ...r, flags: r.flags & ~EXTENT_FL.unwritten });
   }

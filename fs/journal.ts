@@ -4,14 +4,17 @@
 // writes the blocks in place and empties the log. Until checkpointed, the newest images
 // live here, and Volume.readMeta asks us first.
 //
-// Ordering (ordered data): file data goes to its clusters when written; a commit first
-// writes its log blocks, flushes (data and log durable), then writes the commit record and
-// flushes again. Replay accepts a transaction only with a commit record of the right
-// sequence and checksum, so a torn transaction is ignored.
+// Ordering (ordered data): file data goes to its clusters when written; a commit writes
+// its log blocks, then, if it maps data to new or unwritten clusters, flushes (that data
+// durable before anything points at it), then writes the commit record and flushes. Replay
+// accepts a transaction only with a commit record of the right sequence and a checksum
+// over its log blocks, so a torn transaction is ignored: the log itself needs no flush
+// before its commit record.
 //
 // The journal superblock's `start` is 0 when the log is empty (clean) and otherwise the
 // log block where replay begins, with `startSequence` the transaction expected there. It is
-// written (durably) before the first commit record that depends on it.
+// written before the first commit record that depends on it and made durable by that
+// commit's last flush at the latest (until then, that commit is not durable either).
 import { crc32c } from '@node-rs/crc32';
 import { FsError } from './errors';
 import { SIG, SYSFILE, slotFileName } from './format/constants';
@@ -56,6 +59,8 @@ export class Journal {
    */
   private runningFrees: Array<{ startCluster: number; clusters: number }> = [];
   private inflightFrees: Array<{ startCluster: number; clusters: number }> = [];
+  /** The running transaction has ordered data (Transaction.orderedData). */
+  private runningOrdered = false;
   /** The transaction being written to the log right now. */
   private inflight: Map<number, Buffer> | null = null;
   private committed = new Map<number, Buffer>();
@@ -132,8 +137,9 @@ export class Journal {
     return this.inflightFrees.length === 0 ? this.runningFrees : [...this.runningFrees, ...this.inflightFrees];
   }
 
-  add(images: Map<number, Buffer>, freed: Set<number>, freedClusters: ReadonlyArray<{ startCluster: number; clusters: number }> = []): void {
+  add(images: Map<number, Buffer>, freed: Set<number>, freedClusters: ReadonlyArray<{ startCluster: number; clusters: number }> = [], orderedData = false): void {
     this.runningFrees.push(...freedClusters);
+    if (orderedData) this.runningOrdered = true;
     for (const [blkno, image] of images) {
       if (image.toString('latin1', 0, 3) === 'O2J') throw new Error(`assertion: block ${blkno} looks like a journal record`);
       this.running.set(blkno, image);
@@ -166,8 +172,10 @@ export class Journal {
     if (this.used() + estimate > (this.total - 2) * CHECKPOINT_AT_FRACTION) await this.checkpointLocked();
     const images = this.running;
     const revokes = [...this.runningRevokes];
+    const ordered = this.runningOrdered;
     this.running = new Map();
     this.runningRevokes = new Set();
+    this.runningOrdered = false;
     this.inflightFrees = this.runningFrees;
     this.runningFrees = [];
     // Until the commit record is down, these blocks must stay visible to lookup().
@@ -179,14 +187,16 @@ export class Journal {
       for (const [b, img] of images) if (!this.running.has(b)) this.running.set(b, img);
       this.runningFrees.push(...this.inflightFrees);
       this.inflightFrees = [];
+      this.runningOrdered ||= ordered;
       throw new FsError('ENOSPC', `transaction of ${need} blocks does not fit the ${this.total}-block journal`);
     }
     try {
-      return await this.writeTransaction(images, targets, revokes);
+      return await this.writeTransaction(images, targets, revokes, ordered);
     } catch (e) {
       // Not committed: the blocks go back to the running transaction (unless newer there).
       for (const [b, img] of images) if (!this.running.has(b)) this.running.set(b, img);
       for (const b of revokes) this.runningRevokes.add(b);
+      this.runningOrdered ||= ordered;
       this.runningFrees.push(...this.inflightFrees);
       this.inflightFrees = [];
       this.inflight = null;
@@ -194,7 +204,13 @@ export class Journal {
     }
   }
 
-  private async writeTransaction(images: Map<number, Buffer>, targets: number[], revokes: number[]): Promise<boolean> {
+  /**
+   * Writes one transaction to the log and its commit record. Two flushes when `ordered`
+   * (data its metadata points at in new or unwritten clusters goes down before the commit
+   * record can), else one: the commit record's checksum over the log blocks tells a torn
+   * transaction at replay, so the log needs no flush of its own before it.
+   */
+  private async writeTransaction(images: Map<number, Buffer>, targets: number[], revokes: number[], ordered: boolean): Promise<boolean> {
     const per = blocksPerRecord(this.vol.geo.blockSize);
     const seq = this.nextSeq;
     const fsGen = this.vol.fsGeneration;
@@ -221,9 +237,10 @@ export class Journal {
       this.js = { ...this.js, start: this.head, startSequence: seq, sequence: seq };
       await this.writeSuper();
     }
-    // Ordered data: what this transaction's metadata points at is on the device first.
+    // Data written behind is written before the flush that makes this commit durable (an
+    // fsync promises it); ordered data is on the device before the commit record.
     await this.vol.allDataWritten();
-    await this.vol.dev.flush();
+    if (ordered) await this.vol.dev.flush();
     await this.vol.dev.write(this.physical(commitPos) * bs, commitRec);
     await this.vol.dev.flush();
     this.head = this.nextPos(commitPos);

@@ -76,6 +76,12 @@ export class Transaction {
   private readonly created = new Set<number>();
   /** Data clusters this transaction freed: not reusable until it is durably committed. */
   readonly freedClusters: Array<{ startCluster: number; clusters: number }> = [];
+  /**
+   * This transaction maps file data to clusters whose old contents must not show (newly
+   * allocated, or unwritten until now): the journal commit that makes it durable flushes
+   * the data before writing its commit record (ordered data). Others need no such flush.
+   */
+  orderedData = false;
   private done = false;
 
   constructor(vol: Volume) {
@@ -285,7 +291,7 @@ export class Transaction {
     } else if (journal) {
       // A mount: the journal takes the blocks; they reach their place at checkpoint.
       if (this.vol.readOnly && this.dirty.size > 0) throw new FsError('EROFS', 'volume is read-only');
-      journal.add(this.dirty, this.freed, this.freedClusters);
+      journal.add(this.dirty, this.freed, this.freedClusters, this.orderedData);
       for (const [blkno, image] of this.dirty) this.vol.updateCache(blkno, image);
       this.rememberEncoded();
       if ((opts.durable ?? false) || journal.runningBlocks > journal.runningLimit) await journal.commit();

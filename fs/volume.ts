@@ -18,7 +18,8 @@ const PARANOID = process.env.O2FS_PARANOID === '1';
 /** What a Transaction needs of the mounted journal (fs/journal.ts implements it). */
 export interface MountJournal {
   lookup(blkno: number): Buffer | undefined;
-  add(images: Map<number, Buffer>, freed: Set<number>, freedClusters: ReadonlyArray<{ startCluster: number; clusters: number }>): void;
+  /** `orderedData`: the commit must flush data before its commit record (Transaction.orderedData). */
+  add(images: Map<number, Buffer>, freed: Set<number>, freedClusters: ReadonlyArray<{ startCluster: number; clusters: number }>, orderedData: boolean): void;
   /** Clusters freed by transactions not yet durable: the allocator must not hand them out. */
   pendingFrees(): ReadonlyArray<{ startCluster: number; clusters: number }>;
   commit(): Promise<boolean>;

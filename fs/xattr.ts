@@ -111,6 +111,7 @@ export async function setXattr(tx: Transaction, ctx: AllocContext, ino: Inode, f
     const cs = tx.vol.geo.clusterSize;
     const clusters = Math.ceil(value.length / cs);
     const run = await allocClusters(tx, clusters, clusters, tx.vol.blockToCluster(ino.blkno));
+    tx.orderedData = true; // the value goes down before the commit that points at it
     const blkno = tx.vol.clusterToBlock(run.startCluster);
     const padded = Buffer.alloc(clusters * cs);
     value.copy(padded);

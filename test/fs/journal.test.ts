@@ -169,6 +169,67 @@ t.test('a torn transaction and a bad commit checksum are ignored', async (t) => 
   }
 });
 
+t.test('ordered data: a flush between file data and the commit record only when the transaction asks', async (t) => {
+  for (const ordered of [false, true]) {
+    const { base, scratch } = await setup();
+    t.teardown(() => base.close());
+    const { lower, dev, vol, j } = await journaled(base);
+    const ops: string[] = [];
+    const dataAt = scratch[10] * vol.geo.blockSize;
+    const write = dev.write.bind(dev);
+    const flush = dev.flush.bind(dev);
+    dev.write = async (offsetBytes: number, data: Buffer): Promise<void> => {
+      ops.push(offsetBytes === dataAt ? 'data' : data.toString('latin1', 0, 8) === SIG.journalCommit ? 'commit' : 'log');
+      return write(offsetBytes, data);
+    };
+    dev.flush = async (): Promise<void> => {
+      ops.push('flush');
+      return flush();
+    };
+    await vol.writeData(scratch[10], Buffer.alloc(vol.geo.blockSize, 7));
+    j.add(new Map([[scratch[0], image(vol, scratch[0], 31)]]), new Set(), [], ordered);
+    await j.commit();
+    t.equal(ops.filter((o) => o !== 'log').join(' '), ordered ? 'data flush commit flush' : 'data commit flush',
+      ordered ? 'ordered: the data is durable before the commit record is written' : 'not ordered: one flush, after the commit record');
+    // Either way the commit is durable once commit() returns.
+    await dev.powerCut({ keep: 'none' });
+    const vol2 = await Volume.open(lower);
+    t.equal((await (await Journal.open(vol2, 0)).replay()).transactions, 1);
+    t.equal(await readTag(lower, vol2, scratch[0]), 31);
+  }
+});
+
+t.test('a transaction asks for ordered data when it puts file data in new or unwritten clusters, not when it overwrites', async (t) => {
+  const { writeFile, allocateRange } = await import('../../fs/file-data');
+  const { EXTENT_FL } = await import('../../fs/format/constants');
+  const { base } = await setup();
+  t.teardown(() => base.close());
+  const { vol, j } = await journaled(base);
+  const ctx = await slotContext(vol, 0);
+  const cs = vol.geo.clusterSize;
+  const step = async (what: string, fn: (tx: Transaction) => Promise<unknown>): Promise<boolean> => {
+    const tx = new Transaction(vol);
+    await fn(tx);
+    const ordered = tx.orderedData;
+    await tx.commit();
+    void what;
+    return ordered;
+  };
+  let blkno = 0;
+  t.equal(await step('create', async (tx) => {
+    blkno = (await createNode(tx, ctx, await tx.getInode(vol.sb.rootBlkno), Buffer.from('f'), { mode: S_IFREG | 0o644, uid: 0, gid: 0 })).blkno;
+  }), false, 'creating an empty file: no');
+  t.equal(await step('write new', async (tx) => writeFile(tx, ctx, await tx.getInode(blkno), 0, Buffer.alloc(2 * cs, 1))), true, 'writing into new clusters: yes');
+  t.equal(await step('overwrite', async (tx) => writeFile(tx, ctx, await tx.getInode(blkno), 100, Buffer.alloc(cs, 2))), false, 'overwriting written clusters: no');
+  t.equal(await step('preallocate', async (tx) => {
+    const i = await tx.getInode(blkno);
+    await allocateRange(tx, ctx, i, 8, 2, EXTENT_FL.unwritten);
+    tx.putInode(i);
+  }), true, 'preallocating (allocation): yes');
+  t.equal(await step('write unwritten', async (tx) => writeFile(tx, ctx, await tx.getInode(blkno), 8 * cs, Buffer.alloc(cs, 3))), true, 'writing into unwritten clusters: yes');
+  await j.shutdown();
+});
+
 /** The log block holding the most recent image of `target` (scanning the journal area). */
 async function findLogged(dev: BlockDevice, vol: Volume, target: number): Promise<number> {
   const bs = vol.geo.blockSize;
