@@ -1,5 +1,7 @@
 // The journal on its own: record codecs, commit and replay, wrap-around, revokes, torn
-// transactions and bad commit checksums (ignored, not applied), idempotent replay.
+// transactions and bad commit checksums (ignored, not applied), idempotent replay, and
+// ordered data (a flush before the commit record only when a transaction needs one; a power
+// cut after a commit record never exposes a deleted file's bytes).
 import t from 'tap';
 import { mkdtempSync, promises as fsp } from 'node:fs';
 import os from 'node:os';
