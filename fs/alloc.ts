@@ -88,6 +88,17 @@ export async function allocClusters(tx: Transaction, want: number, min = 1, hint
   }
 }
 
+/**
+ * Clusters for file data (a file's extents, an xattr value): as allocClusters, and the
+ * transaction then asks for ordered data (Transaction.orderedData): their old contents must
+ * never show, so what is written into them goes down before the commit that points at them.
+ */
+export async function allocDataClusters(tx: Transaction, want: number, min = 1, hintCluster = 0): Promise<ClusterRun> {
+  const run = await allocClusters(tx, want, min, hintCluster);
+  tx.orderedData = true;
+  return run;
+}
+
 async function allocClustersOnce(tx: Transaction, want: number, min: number, hintCluster: number): Promise<ClusterRun> {
   if (want < 1 || min < 1 || min > want) throw new Error(`assertion: allocClusters(${want}, ${min})`);
   const bitmapBlkno = await tx.vol.systemInode(SYSFILE.globalBitmap);

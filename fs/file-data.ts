@@ -3,7 +3,7 @@
 // Data is written straight to its clusters before the transaction that points at them
 // commits (ordered data): a crash never exposes metadata pointing at unwritten clusters.
 import type { AllocContext } from './alloc';
-import { allocClusters, freeClusters } from './alloc';
+import { allocDataClusters, freeClusters } from './alloc';
 import { FsError } from './errors';
 import { DYN, EXTENT_FL, MAX_LEAF_CLUSTERS } from './format/constants';
 import type { ExtentRec } from './format/extent-list';
@@ -45,8 +45,7 @@ export async function allocateRange(tx: Transaction, ctx: AllocContext, ino: Ino
     const want = Math.min(holeEnd - c, MAX_LEAF_CLUSTERS);
     const prev = await lookupFloor(tx, ino, c - 1);
     const hint = prev ? tx.vol.blockToCluster(prev.blkno) + prev.clusters : tx.vol.blockToCluster(ino.blkno);
-    const run = await allocClusters(tx, want, 1, hint);
-    tx.orderedData = true; // their old contents must never show: what is written there goes down first
+    const run = await allocDataClusters(tx, want, 1, hint);
     await addExtent(tx, ctx, ino, { cpos: c, clusters: run.clusters, flags, blkno: tx.vol.clusterToBlock(run.startCluster) });
     made.push({ cpos: c, run });
     c += run.clusters;

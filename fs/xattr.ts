@@ -2,7 +2,7 @@
 // block; values above XATTR_INLINE_VALUE_MAX live in their own contiguous clusters
 // (format/xattr.ts). Like ext4, one inode's xattrs are bounded by what those two areas
 // hold: past that, ENOSPC.
-import { AllocContext, allocClusters, allocMetaBlock, freeClusters, freeMetaBlock } from './alloc';
+import { AllocContext, allocDataClusters, allocMetaBlock, freeClusters, freeMetaBlock } from './alloc';
 import { FsError } from './errors';
 import { DYN } from './format/constants';
 import type { Inode } from './format/inode';
@@ -110,8 +110,7 @@ export async function setXattr(tx: Transaction, ctx: AllocContext, ino: Inode, f
   } else {
     const cs = tx.vol.geo.clusterSize;
     const clusters = Math.ceil(value.length / cs);
-    const run = await allocClusters(tx, clusters, clusters, tx.vol.blockToCluster(ino.blkno));
-    tx.orderedData = true; // the value goes down before the commit that points at it
+    const run = await allocDataClusters(tx, clusters, clusters, tx.vol.blockToCluster(ino.blkno));
     const blkno = tx.vol.clusterToBlock(run.startCluster);
     const padded = Buffer.alloc(clusters * cs);
     value.copy(padded);

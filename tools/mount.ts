@@ -36,7 +36,7 @@ const READY_TIMEOUT_MS = 60_000;
 const EXIT_WAIT_MS = 60_000;
 const LOG_FILE = '/var/log/o2fs.log';
 /** Default readahead=: one window fills one largest READ (max_pages 256 = 1 MiB). */
-export const READAHEAD_KB_DEFAULT = 1024;
+const READAHEAD_KB_DEFAULT = 1024;
 const READAHEAD_KB_MAX = 65536;
 
 export interface MountOpts {

@@ -4,7 +4,7 @@
 // in block order, tries out of order and starts over: no deadlock), an EX holder is alone,
 // and a bank of balances moved under EX always sums to the same total, whatever a PR
 // reader or a writer sees (the scopes are serializable).
-import t from 'tap';
+import t, { Test } from 'tap';
 import type { DlmGlue } from '../../fs/dlmglue';
 import { EXTENT_CHUNK_BYTES, InodeLocks, Restart } from '../../fs/inode-locks';
 import { InodeLvb, decodeInodeLvb, encodeInodeLvb } from '../../fs/inode-lvb';
@@ -41,18 +41,24 @@ function nodeOn(net: SimNet, num: number, gens: Generations = new Map()): Node {
   return node;
 }
 
+/** `o.nodes` nodes on a simulated network, each with InodeLocks, joined; torn down with `t`. */
+async function joinedWorld(t: Test, o: { nodes: number; seed: number; delayMaxMs: number }, gens: Generations = new Map()): Promise<{ net: SimNet; nodes: Node[] }> {
+  const net = new SimNet(o);
+  const nodes = Array.from({ length: o.nodes }, (_, num) => nodeOn(net, num, gens));
+  t.teardown(() => {
+    for (const n of nodes) n.dom.abandon();
+    net.close();
+  });
+  for (const n of nodes) await n.dom.join();
+  return { net, nodes };
+}
+
 const INODES = [101, 102, 103, 104, 105, 106, 107, 108];
 const TOTAL = 8 * 100;
 
 for (const seed of [1, 2, 3, 4, 5, 6, 7, 8]) {
   t.test(`three nodes, random inode sets in random order (seed ${seed})`, async (t) => {
-    const net = new SimNet({ nodes: 3, seed, delayMaxMs: 3 });
-    const nodes = [nodeOn(net, 0), nodeOn(net, 1), nodeOn(net, 2)];
-    t.teardown(() => {
-      for (const n of nodes) n.dom.abandon();
-      net.close();
-    });
-    for (const n of nodes) await n.dom.join();
+    const { net, nodes } = await joinedWorld(t, { nodes: 3, seed, delayMaxMs: 3 });
     // The "disk": balances, changed only by EX scopes holding both inodes.
     const disk = new Map(INODES.map((b) => [b, 100]));
     const holders = new Map<number, { ex: number; pr: number }>(INODES.map((b) => [b, { ex: 0, pr: 0 }]));
@@ -165,14 +171,8 @@ t.test('scope rules are asserted', async (t) => {
 });
 
 t.test('an inode freed and reused: the lock name follows its generation', async (t) => {
-  const net = new SimNet({ nodes: 2, seed: 11, delayMaxMs: 2 });
   const gens: Generations = new Map([[300, 7]]);
-  const nodes = [nodeOn(net, 0, gens), nodeOn(net, 1, gens)];
-  t.teardown(() => {
-    for (const n of nodes) n.dom.abandon();
-    net.close();
-  });
-  for (const n of nodes) await n.dom.join();
+  const { nodes } = await joinedWorld(t, { nodes: 2, seed: 11, delayMaxMs: 2 }, gens);
   const heldNames = (n: Node, level?: string): string[] => [...((n.glue as unknown as { resources: Map<string, { level: string }> }).resources)]
     .filter(([, r]) => (level ? r.level === level : r.level !== 'NL')).map(([name]) => name);
   await nodes[0].locks.run('PR', async () => void (await nodes[0].locks.reading(300)));
@@ -203,14 +203,8 @@ t.test('an operation that started over after creating an inode locks the inode i
   // node 1, out of order): it starts over, taking 200 and 400 first. The disk still says
   // generation 9 (the freed inode before), so attempt 2 holds 400's lock of generation 9 when
   // it creates generation 21 there: that new inode's own lock must be taken, not skipped.
-  const net = new SimNet({ nodes: 2, seed: 12, delayMaxMs: 2 });
   const gens: Generations = new Map([[400, 9]]);
-  const nodes = [nodeOn(net, 0, gens), nodeOn(net, 1, gens)];
-  t.teardown(() => {
-    for (const n of nodes) n.dom.abandon();
-    net.close();
-  });
-  for (const n of nodes) await n.dom.join();
+  const { net, nodes } = await joinedWorld(t, { nodes: 2, seed: 12, delayMaxMs: 2 }, gens);
   // Held here: granted, or on its way with the grant certain (a new name, LKF.LOCAL).
   const heldNames = (n: Node): string[] => [...((n.glue as unknown as { resources: Map<string, { level: string; certain: string | null }> }).resources)]
     .filter(([, r]) => r.level !== 'NL' || r.certain !== null).map(([name]) => name);
@@ -261,13 +255,7 @@ t.test('a lock naming another generation than the inode read under it: the opera
 });
 
 t.test('extent locks: disjoint ranges of one inode are written at once, overlapping ones in turn', async (t) => {
-  const net = new SimNet({ nodes: 2, seed: 12, delayMaxMs: 2 });
-  const nodes = [nodeOn(net, 0), nodeOn(net, 1)];
-  t.teardown(() => {
-    for (const n of nodes) n.dom.abandon();
-    net.close();
-  });
-  for (const n of nodes) await n.dom.join();
+  const { net, nodes } = await joinedWorld(t, { nodes: 2, seed: 12, delayMaxMs: 2 });
   const C = EXTENT_CHUNK_BYTES;
   let inside = 0;
   let maxInside = 0;
