@@ -105,8 +105,9 @@ export class ClusterState {
   /**
    * Inodes referenced here whose open lock another node asked for at EX: it tried to free
    * them, so they may be orphans now (OCFS2's MAYBE_ORPHANED); their last use here checks.
+   * Inode block -> generation.
    */
-  private readonly maybeOrphans = new Set<number>();
+  private readonly maybeOrphans = new Map<number, number>();
   /** Orphans this node freed (logged at unmount). */
   readonly orphansFreed = { atLastUse: 0, byScan: 0 };
   private stopped = false;
@@ -187,14 +188,16 @@ export class ClusterState {
     const name = lockName(LOCK_TYPE.open, blkno, generation);
     return this.h.glue.resource(name, {
       onBlocked: (level) => {
-        if (level === 'EX' && this.openLocks.get(blkno)?.res.name === name) this.maybeOrphans.add(blkno);
+        if (level === 'EX' && this.openLocks.get(blkno)?.res.name === name) this.maybeOrphans.set(blkno, generation);
       },
     });
   }
 
-  /** Was inode `blkno` maybe orphaned by another node while referenced here? (Asked once.) */
-  takeMaybeOrphan(blkno: number): boolean {
-    return this.maybeOrphans.delete(blkno);
+  /** The generation of inode `blkno` if another node maybe orphaned it while referenced here (asked once). */
+  takeMaybeOrphan(blkno: number): number | undefined {
+    const generation = this.maybeOrphans.get(blkno);
+    this.maybeOrphans.delete(blkno);
+    return generation;
   }
 
   /** Waits for open locks requested so far (called before an operation lets go of its inode locks). */
@@ -237,54 +240,97 @@ export class ClusterState {
 
   /**
    * May the last link's removal free the inode now? Only if no node holds it open: O at EX
-   * without waiting. The caller holds the inode's M at EX. `then` runs while O is held (so
-   * any inode lock it needs is only tried: O comes after M).
+   * without waiting, unless no other node ever knew the inode (ownSinceCreated). The caller
+   * holds the inode's M at EX. `then` runs while O is held (so any inode lock it needs is
+   * only tried: O comes after M).
    */
   async ifUnusedEverywhere(blkno: number, generation: number, then: () => Promise<void>): Promise<boolean> {
     const res = this.openRes(blkno, generation);
-    // Nodes that only cache the level (they looked the inode up once) give it up when
-    // nudged; a node that references it keeps it. So: a try, and two more a moment later.
-    let held: LockHandle | null = null;
-    for (let attempt = 0; held === null; attempt++) {
-      try {
-        held = await this.h.glue.lock(res, 'EX', { noqueue: true, nudge: true });
-      } catch (e) {
-        if (!(e instanceof FsError && e.errno === 'EAGAIN')) throw e;
-        if (attempt >= OPEN_TRY_DELAYS_MS.length) return false;
-        await new Promise((resolve) => setTimeout(resolve, OPEN_TRY_DELAYS_MS[attempt]));
-      }
+    if (this.h.locks.ownSinceCreated(blkno, generation)) {
+      await then();
+      this.giveBackUnlessReferenced(blkno, res);
+      return true;
     }
+    const held = await this.tryOpenExclusive(res);
+    if (!held) return false;
     try {
       await this.h.locks.pin(then);
     } finally {
       held.release();
-      if (!this.openLocks.has(blkno)) await this.h.glue.drop(res);
+      this.giveBackUnlessReferenced(blkno, res);
     }
     return true;
   }
 
   /**
-   * The last reference here to an inode that may be an orphan is gone: if it is one, free
-   * it now (its orphan directory entry with it) unless another node holds it open, as
-   * OCFS2 does at the last iput; the orphan scan frees what this leaves. Returns whether it
-   * freed the inode.
+   * O at EX if it is grantable now (NOQUEUE), else null. Nodes that only cache the level
+   * (they looked the inode up once) give it up when nudged; a node that references it
+   * keeps it. So: a try, and two more a moment later.
    */
-  async freeOrphan(ctx: AllocContext, blkno: number): Promise<boolean> {
+  private async tryOpenExclusive(res: LockRes): Promise<LockHandle | null> {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await this.h.glue.lock(res, 'EX', { noqueue: true, nudge: true });
+      } catch (e) {
+        if (!(e instanceof FsError && e.errno === 'EAGAIN')) throw e;
+        if (attempt >= OPEN_TRY_DELAYS_MS.length) return null;
+        await new Promise((resolve) => setTimeout(resolve, OPEN_TRY_DELAYS_MS[attempt]));
+      }
+    }
+  }
+
+  /**
+   * Inode `blkno`'s open lock `res` goes back to the DLM in the background (nobody waits
+   * for the lock of an inode freed or still used elsewhere), unless referenced here again.
+   */
+  private giveBackUnlessReferenced(blkno: number, res: LockRes): void {
+    if (this.openLocks.get(blkno)?.res === res) return;
+    if (this.idleOpens.get(blkno) === res) this.idleOpens.delete(blkno);
+    this.giveBackOpen(blkno, res);
+  }
+
+  /**
+   * The last reference here to inode `blkno` (of `generation`), which may be an orphan, is
+   * gone: if it is one, free it now (its orphan directory entry with it) unless another
+   * node holds it open, as OCFS2 does at the last iput; the orphan scan frees what this
+   * leaves. Returns whether it freed the inode.
+   *
+   * An inode no other node ever knew (ownSinceCreated: the files this node made and
+   * removed) needs no open lock. Otherwise the open lock is tried first, before any inode
+   * lock and outside this node's exclusive section, so that this node's requests do not
+   * wait for that round trip to the stack. That reverses the lock order (M, then O) and is
+   * safe for an inode with no links only: the one request that waits for O while holding M
+   * is a lookup or a create giving the kernel the inode (noteInUse), and nothing can look
+   * up an inode that has no name. So the inode is checked, under its M at EX, to have none
+   * (and to be the same inode).
+   */
+  async freeOrphan(ctx: AllocContext, blkno: number, generation: number): Promise<boolean> {
     const vol = this.h.vol;
-    return this.h.locks.run('EX', async () => {
-      const tx = new Transaction(vol);
-      const i = await tx.getInode(blkno);
-      if (!(i.flags & INODE_FL.valid) || !(i.flags & INODE_FL.orphaned) || i.links !== 0) return false;
-      if (i.orphanedSlot >= vol.sb.maxSlots) throw new FsError('EIO', `orphan inode ${blkno} names slot ${i.orphanedSlot}`);
-      // Its orphan directory's lock before the open lock (inode locks come first).
-      const orphanDir = await tx.getInode(await vol.systemInode(slotFileName(SYSFILE.orphanDir, i.orphanedSlot)));
-      if (this.h.inUseLocally(blkno)) return false;
-      return this.ifUnusedEverywhere(blkno, i.generation, async () => {
+    const res = this.openRes(blkno, generation);
+    let held: LockHandle | null = null;
+    if (!this.h.locks.ownSinceCreated(blkno, generation)) {
+      held = await this.tryOpenExclusive(res);
+      if (!held) return false;
+    }
+    try {
+      return await this.h.locks.run('EX', async () => {
+        const tx = new Transaction(vol);
+        const i = await tx.getInode(blkno);
+        if (!(i.flags & INODE_FL.valid) || i.generation !== generation || !(i.flags & INODE_FL.orphaned) || i.links !== 0) return false;
+        if (i.orphanedSlot >= vol.sb.maxSlots) throw new FsError('EIO', `orphan inode ${blkno} names slot ${i.orphanedSlot}`);
+        const orphanDir = await tx.getInode(await vol.systemInode(slotFileName(SYSFILE.orphanDir, i.orphanedSlot)));
+        if (this.h.inUseLocally(blkno)) return false;
+        // Another node took the inode's lock since we looked (its orphan scan): leave it to the scan.
+        if (!held && !this.h.locks.ownSinceCreated(blkno, generation)) return false;
         await releaseOrphan(tx, ctx, orphanDir, orphanName(blkno), i, `orphan directory of slot ${i.orphanedSlot}`);
         await tx.commit();
         this.orphansFreed.atLastUse += 1;
-      });
-    }, { wrap: (f) => this.h.exclusive(f) });
+        return true;
+      }, { wrap: (f) => this.h.exclusive(f) });
+    } finally {
+      held?.release();
+      this.giveBackUnlessReferenced(blkno, res);
+    }
   }
 
   /** Starts the periodic orphan scan. */

@@ -100,6 +100,11 @@ export class LockRes {
   lvbCurrent = false;
   /** The level a brand-new lock's certain grant will give (DlmGlue.lockNew), until it comes. */
   certain: LockMode | null = null;
+  /**
+   * Made here at EX as a brand-new name (lockNew) and never below EX since: no other node
+   * has ever held this lock. Cleared as the level leaves EX.
+   */
+  exclusiveSinceNew = false;
   attached = false;
   private waiters: Array<() => void> = [];
   grantWaiter: ((status: number) => void) | null = null;
@@ -304,6 +309,7 @@ export class DlmGlue {
    */
   private lockNew(res: LockRes, mode: 'PR' | 'EX'): LockHandle {
     res.certain = mode;
+    res.exclusiveSinceNew = mode === 'EX';
     void this.request(res, mode, LKF.LOCAL).then((status) => {
       res.busy = false;
       res.upconverting = null;
@@ -312,6 +318,7 @@ export class DlmGlue {
         res.attached = true;
         if (MODE_ORDER[res.level] < MODE_ORDER[mode]) throw new Error(`assertion: ${res.name} granted ${res.level} for ${mode}`);
       } else {
+        res.exclusiveSinceNew = false;
         this.onDownconvertError(res.name, new FsError('EIO', `a new lock was refused (status ${status}) after its holder went on`));
       }
       res.wake();
@@ -365,6 +372,7 @@ export class DlmGlue {
       // now: no holder is left, and new ones wait while busy).
       this.fillLvb(res);
       await res.opts.onDownconvert?.(target);
+      res.exclusiveSinceNew = false;
       const status = await this.request(res, target, 0);
       if (status !== LOCK_STATUS.OK) throw new FsError('EIO', `downconvert of ${res.name} failed with status ${status}`);
       if (target === 'NL') res.lvbCurrent = false;
@@ -443,12 +451,18 @@ export class DlmGlue {
 
   /** Gives the resource back to the stack (`flags`: fillLvb's, the value block with it). */
   private async unlock(res: LockRes, flags: number): Promise<void> {
+    res.exclusiveSinceNew = false;
     await new Promise<number>((resolve) => {
       res.grantWaiter = resolve;
       this.connection().unlock(res.lksb, flags);
     });
     res.attached = false;
     res.lvbCurrent = false;
+  }
+
+  /** The resource this node keeps under `name`, if any (none is made). */
+  cached(name: string): LockRes | undefined {
+    return this.resources.get(name);
   }
 
   /** Is `res` the resource this node keeps under its name (not dropped or being dropped)? */

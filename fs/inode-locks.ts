@@ -257,6 +257,15 @@ export class InodeLocks {
   }
 
   /**
+   * Has inode `blkno` of `generation` been this node's alone since it was created here? Its
+   * lock was made here at EX (a new name) and has not left EX since, so no other node has
+   * read it, looked it up or holds it open (each of those holds its lock first).
+   */
+  ownSinceCreated(blkno: number, generation: number): boolean {
+    return this.glue.cached(lockName(LOCK_TYPE.meta, blkno, generation))?.exclusiveSinceNew === true;
+  }
+
+  /**
    * A transaction is about to commit a change of inode `blkno` (of `generation`): the scope
    * must hold it at EX. Only an inode the transaction `created` may be unlocked until now
    * (nobody else can know it yet: its lock is made here).

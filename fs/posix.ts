@@ -74,9 +74,9 @@ export class PosixFs implements FuseOps {
    * lets go of them (maybeRelease; on a cluster, unless another node holds them open). On a
    * local mount, orphans of an earlier mount of the slot are freed at mount, before the
    * kernel can know any inode, so this set names every orphan a RELEASE or FORGET can
-   * concern, and the others cost no transaction.
+   * concern, and the others cost no transaction. Inode block -> generation.
    */
-  private readonly parkedOrphans = new Set<number>();
+  private readonly parkedOrphans = new Map<number, number>();
   private readonly opens = new Map<number, number>();
   private readonly handles = new Map<number, { blkno: number; flags: number }>();
   private nextFh = 1;
@@ -325,7 +325,7 @@ export class PosixFs implements FuseOps {
     i.flags |= INODE_FL.orphaned;
     i.orphanedSlot = this.m.slot;
     tx.putInode(i);
-    this.parkedOrphans.add(i.blkno);
+    this.parkedOrphans.set(i.blkno, i.generation);
     const orphanDir = await tx.getInode(this.m.orphanDirBlkno);
     await dirInsert(tx, this.m.ctx, orphanDir, orphanName(i.blkno), i.blkno, fileTypeOfMode(i.mode));
   }
@@ -338,10 +338,12 @@ export class PosixFs implements FuseOps {
       // meanwhile, is freed now unless another node still holds it open; else the orphan
       // scan (of whichever node) frees it later.
       cluster.dropOpen(blkno);
-      const parked = this.parkedOrphans.delete(blkno);
+      const parked = this.parkedOrphans.get(blkno);
+      this.parkedOrphans.delete(blkno);
       const suspect = cluster.takeMaybeOrphan(blkno);
-      if (this.m.readOnly || !(parked || suspect)) return;
-      await cluster.freeOrphan(this.m.ctx, blkno).catch((e: Error) => this.m.log(`freeing orphan inode ${blkno}: ${(e as Error).message}`));
+      const generation = parked ?? suspect;
+      if (this.m.readOnly || generation === undefined) return;
+      await cluster.freeOrphan(this.m.ctx, blkno, generation).catch((e: Error) => this.m.log(`freeing orphan inode ${blkno}: ${(e as Error).message}`));
       return;
     }
     if (this.m.readOnly || !this.parkedOrphans.has(blkno)) return;

@@ -70,3 +70,25 @@ t.test('a brand-new lock (LKF.LOCAL) is held without waiting for its grant; a no
   (await theirs).release();
   t.ok(granted, 'node 1 gets EX once node 0 gives it up');
 });
+
+t.test('exclusiveSinceNew: only a lock made here at EX as a new name, until another node gets any level', async (t) => {
+  const net = new SimNet({ nodes: 2, seed: 8, delayMaxMs: 3 });
+  const nodes = await joinAll(t, net, [glueOn(net, 0), glueOn(net, 1)]);
+  const [a, b] = nodes.map((n) => n.glue);
+  const created = a.resource('M0000000000000000000004000000ab');
+  (await a.lock(created, 'EX', { local: true })).release();
+  t.ok(created.exclusiveSinceNew, 'made here at EX, cached with no holder: still nobody else\'s');
+  t.equal(a.cached(created.name), created, 'the node keeps it under its name');
+  const newAtPr = a.resource('M0000000000000000000004000000ac');
+  (await a.lock(newAtPr, 'PR', { local: true })).release();
+  t.notOk(newAtPr.exclusiveSinceNew, 'a new lock made at PR does not say so');
+  const known = a.resource('M0000000000000000000004000000ad');
+  (await a.lock(known, 'EX')).release();
+  t.notOk(known.exclusiveSinceNew, 'a lock asked for the usual way does not say so');
+  // Node 1 learns the name and reads: node 0 goes down to PR, and the lock is not its alone.
+  (await b.lock(b.resource(created.name), 'PR')).release();
+  t.equal(created.level, 'PR', 'node 0 gave way');
+  t.notOk(created.exclusiveSinceNew, 'cleared once the level left EX');
+  (await a.lock(created, 'EX')).release();
+  t.notOk(created.exclusiveSinceNew, 'and EX again later does not bring it back');
+});
