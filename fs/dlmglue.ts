@@ -151,6 +151,8 @@ export interface LockHandle {
 export class DlmGlue {
   private conn: ClusterConnection | null = null;
   private readonly resources = new Map<string, LockRes>();
+  /** Locks made by lockNew that the lock manager has not been told of yet (registerNew). */
+  private readonly unregistered = new Set<LockRes>();
   /** Requests sent to the stack (for tests and stats: cached locks send none). */
   stackRequests = 0;
 
@@ -254,6 +256,11 @@ export class DlmGlue {
       // Nobody else knows the name yet (no BAST can come): the level on its way is as good as held.
       if (res.certain !== null && MODE_ORDER[mode] <= MODE_ORDER[res.certain]) return this.hold(res, mode);
       if (res.busy || res.cancelling) {
+        // A new lock the lock manager has not heard of: tell it now, then wait for the grant.
+        if (this.unregistered.has(res)) {
+          this.unregistered.delete(res);
+          this.sendNew(res);
+        }
         // A request of ours is in flight and may wait on a node that waits on us: do not wait behind it.
         if (o.noqueue && res.upconverting !== null) throw new FsError('EAGAIN');
         await res.changed();
@@ -299,17 +306,44 @@ export class DlmGlue {
 
   /**
    * A brand-new name (LKF.LOCAL): the grant is certain, so the holder goes on without
-   * waiting for it. Nobody else can ask for the name before it learns of it from something
-   * this node gives up later, and this node's later messages reach its lock daemon after
-   * this request, on the same connection (o2cbd handles a LOCAL request synchronously: it is
-   * mastered here before the next message is read). Until the grant comes, `busy` keeps any
-   * other request from being sent, and holders at up to the level on its way go on
-   * (`certain`). A refusal (the daemon gone or
-   * fencing us) is reported; the mount is being torn down then anyway.
+   * waiting for it, and the lock manager is not even told yet. Nobody else can ask for the
+   * name before it learns of it from something this node gives up later (the directory
+   * entry naming a new inode, under the directory's lock), so every lock made this way is
+   * registered (registerNew) before this node downconverts or unlocks any inode lock; its later
+   * messages reach its lock daemon after that request, on the same connection (o2cbd
+   * handles a LOCAL request synchronously: it is mastered here before the next message is
+   * read). A new lock given up before that (a file made and removed here, its inode's locks
+   * dropped) never costs a request. Until registered and granted, `busy` keeps any other
+   * request from being sent, and holders at up to the level on its way go on (`certain`).
+   * A refusal (the daemon gone or fencing us) is reported; the mount is being torn down
+   * then anyway.
    */
   private lockNew(res: LockRes, mode: 'PR' | 'EX'): LockHandle {
     res.certain = mode;
     res.exclusiveSinceNew = mode === 'EX';
+    this.unregistered.add(res);
+    return this.hold(res, mode);
+  }
+
+  /**
+   * Before `res` leaves a level: the new locks are told first if it is an inode lock (M).
+   * Only those cover what names an inode (directory and orphan directory entries), so only
+   * giving one up can tell another node a new inode's name.
+   */
+  private registerNewBefore(res: LockRes): void {
+    if (res.type === 'M') this.registerNew();
+  }
+
+  /** Tells the lock manager of every lock made by lockNew so far (see there). */
+  registerNew(): void {
+    const all = [...this.unregistered];
+    this.unregistered.clear();
+    for (const res of all) this.sendNew(res);
+  }
+
+  private sendNew(res: LockRes): void {
+    const mode = res.certain;
+    if (mode === null) throw new Error(`assertion: new lock ${res.name} registered with no level`);
     void this.request(res, mode, LKF.LOCAL).then((status) => {
       res.busy = false;
       res.upconverting = null;
@@ -324,7 +358,22 @@ export class DlmGlue {
       res.wake();
       if (res.blocking !== null) this.kick(res);
     }).catch((e: Error) => this.onDownconvertError(res.name, e));
-    return this.hold(res, mode);
+  }
+
+  /**
+   * A lock made by lockNew that the lock manager was never told of, with no holder left:
+   * forgotten here, as if unlocked (nobody else knows it). False if it is not such a lock.
+   */
+  private forgetUnregistered(res: LockRes): boolean {
+    if (!this.unregistered.has(res) || res.holdersEx + res.holdersPr > 0) return false;
+    this.unregistered.delete(res);
+    if (this.resources.get(res.name) === res) this.resources.delete(res.name);
+    res.busy = false;
+    res.upconverting = null;
+    res.certain = null;
+    res.exclusiveSinceNew = false;
+    res.wake();
+    return true;
   }
 
   private hold(res: LockRes, mode: 'PR' | 'EX'): LockHandle {
@@ -373,6 +422,7 @@ export class DlmGlue {
       this.fillLvb(res);
       await res.opts.onDownconvert?.(target);
       res.exclusiveSinceNew = false;
+      this.registerNewBefore(res);
       const status = await this.request(res, target, 0);
       if (status !== LOCK_STATUS.OK) throw new FsError('EIO', `downconvert of ${res.name} failed with status ${status}`);
       if (target === 'NL') res.lvbCurrent = false;
@@ -393,7 +443,10 @@ export class DlmGlue {
    * again after all: then it stays. Returns whether it was given back.
    */
   async drop(res: LockRes, keep: () => boolean = () => false): Promise<boolean> {
-    for (let round = 0; res.busy || res.cancelling || res.holdersEx + res.holdersPr > 0; round++) {
+    for (let round = 0; ; round++) {
+      // A new lock nobody was told of goes as soon as its last holder does.
+      if (!keep() && this.forgetUnregistered(res)) return true;
+      if (!(res.busy || res.cancelling || res.holdersEx + res.holdersPr > 0)) break;
       if (!this.keeps(res) || keep()) return false;
       if (round > 10_000) throw new Error(`assertion: lock ${res.name} never became idle`);
       await res.changed();
@@ -407,9 +460,16 @@ export class DlmGlue {
    * at once. It leaves the cache first (a later lock() makes a new one, which the stack
    * queues behind this one's level until the unlock); then `before` runs (make the disk and
    * caches not need the level: checkpoint, invalidate), then the unlock. For bounding the
-   * lock cache (fs/inode-locks.ts).
+   * lock cache (fs/inode-locks.ts). `told`: false for a new lock the lock manager never
+   * heard of (lockNew): no other node can take it before this node gives up an inode lock,
+   * whose downconvert checkpoints anyway, so only this node's caches need to let go.
    */
-  async dropIfIdle(res: LockRes, before: (level: LockMode) => Promise<void>): Promise<boolean> {
+  async dropIfIdle(res: LockRes, before: (level: LockMode, told: boolean) => Promise<void>): Promise<boolean> {
+    if (this.unregistered.has(res) && res.holdersEx + res.holdersPr === 0 && this.keeps(res)) {
+      // Nobody else knows it, so nobody can take it while `before` runs.
+      await before(res.certain ?? 'NL', false);
+      return this.forgetUnregistered(res);
+    }
     if (res.busy || res.cancelling || res.holdersEx + res.holdersPr > 0 || !this.keeps(res)) return false;
     this.resources.delete(res.name);
     if (res.attached) await this.unlockDetached(res, before);
@@ -421,12 +481,12 @@ export class DlmGlue {
    * lock is still ours at the stack, so it goes back in the cache (unless a new one took
    * its place) and the error is thrown.
    */
-  private async unlockDetached(res: LockRes, before: (level: LockMode) => Promise<void>): Promise<void> {
+  private async unlockDetached(res: LockRes, before: (level: LockMode, told: boolean) => Promise<void>): Promise<void> {
     res.busy = true;
     try {
       const flags = this.fillLvb(res);
       try {
-        await before(res.level);
+        await before(res.level, true);
       } catch (e) {
         if (!this.resources.has(res.name)) this.resources.set(res.name, res);
         throw e;
@@ -452,6 +512,7 @@ export class DlmGlue {
   /** Gives the resource back to the stack (`flags`: fillLvb's, the value block with it). */
   private async unlock(res: LockRes, flags: number): Promise<void> {
     res.exclusiveSinceNew = false;
+    this.registerNewBefore(res);
     await new Promise<number>((resolve) => {
       res.grantWaiter = resolve;
       this.connection().unlock(res.lksb, flags);
@@ -477,7 +538,11 @@ export class DlmGlue {
 
   /** Drops every lock (umount); resources must have no holders. */
   async shutdown(): Promise<void> {
-    // New locks whose grants are still on the way (lockNew) come in first.
+    // New locks nobody was told of are simply forgotten; those whose grants are on the way come in first.
+    for (const res of [...this.unregistered]) {
+      if (res.holdersEx + res.holdersPr > 0) throw new Error(`assertion: lock ${res.name} still held at shutdown`);
+      this.forgetUnregistered(res);
+    }
     for (const res of this.resources.values()) {
       for (let round = 0; res.busy; round++) {
         if (round > 10_000) throw new Error(`assertion: lock ${res.name} stayed busy at shutdown`);

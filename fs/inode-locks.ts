@@ -511,8 +511,8 @@ export class InodeLocks {
 
   /** Gives back inode `blkno`'s lock `res` (and its extent locks) if nobody here uses it. */
   private async evict(blkno: number, res: LockRes): Promise<void> {
-    const dropped = this.glue.dropIfIdle(res, async (level) => {
-      if (level === 'EX') await this.host.checkpoint();
+    const dropped = this.glue.dropIfIdle(res, async (level, told) => {
+      if (level === 'EX' && told) await this.host.checkpoint();
       if (level !== 'NL') this.host.invalidate(blkno);
     });
     // dropIfIdle decided at once; the cache says so at once (a take meanwhile adds it back).
