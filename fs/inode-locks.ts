@@ -110,6 +110,8 @@ export interface InodeLocksHost {
   checkpoint(): Promise<void>;
   /** Inode `blkno`'s lock drops to NL: forget the blocks it covered, and the kernel's attributes and names in it. */
   invalidate(blkno: number): void;
+  /** One of inode `blkno`'s extent locks leaves the level it had: another node may change those bytes next. */
+  extentLeft?(blkno: number): void;
   /**
    * Inode `blkno` (of `generation`) as this node holds it now, from what it has at hand
    * (no I/O): the attributes for its lock's value block as it leaves EX, or null when this
@@ -353,7 +355,7 @@ export class InodeLocks {
     for (let chunk = Math.floor(start / EXTENT_CHUNK_BYTES); chunk * EXTENT_CHUNK_BYTES < end; chunk++) {
       const name = extentLockName(blkno, generation, chunk);
       if (s.extents.has(name)) continue;
-      const h = await this.glue.lock(this.glue.resource(name), mode);
+      const h = await this.glue.lock(this.glue.resource(name, { onDownconvert: async () => this.host.extentLeft?.(blkno) }), mode);
       let mine = this.extentRes.get(blkno);
       if (!mine) this.extentRes.set(blkno, (mine = new Set()));
       mine.add(h.res);
@@ -524,7 +526,7 @@ export class InodeLocks {
     this.stats.evicted += 1;
     const extents = this.extentRes.get(blkno);
     if (!extents || this.cached.has(blkno)) return;
-    for (const e of [...extents]) if (await this.glue.dropIfIdle(e, async () => undefined)) extents.delete(e);
+    for (const e of [...extents]) if (await this.glue.dropIfIdle(e, async () => this.host.extentLeft?.(blkno))) extents.delete(e);
     if (extents.size === 0) this.extentRes.delete(blkno);
   }
 

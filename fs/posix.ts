@@ -23,6 +23,7 @@ import { Inode, Timespec, inlineDataCapacity } from './format/inode';
 import type { InodeLvb } from './inode-lvb';
 import { nowTimespec } from './inode-alloc';
 import { createNode, destroyInode, isDir, linkNode, renameNode, unlinkName } from './namei';
+import { ReadAhead } from './read-ahead';
 import { RwLock } from './rwlock';
 import type { MountedVolume } from './super';
 import { Transaction } from './transaction';
@@ -78,6 +79,8 @@ export class PosixFs implements FuseOps {
    */
   private readonly parkedOrphans = new Map<number, number>();
   private readonly opens = new Map<number, number>();
+  /** Only where the kernel caches no pages (it reads ahead itself otherwise). */
+  private readonly readAhead: ReadAhead | null;
   private readonly handles = new Map<number, { blkno: number; flags: number }>();
   private nextFh = 1;
   /** Cluster mounts: the names the kernel has cached, so a lock downconvert can drop them. */
@@ -110,6 +113,8 @@ export class PosixFs implements FuseOps {
     // this node's requests as a change does (before any inode lock, as run() orders them).
     m.exclusive = (fn) => this.lock.write(fn);
     m.invalidateKernel = (blkno) => this.invalidateKernel(blkno);
+    this.readAhead = o.keepCache ? null : new ReadAhead();
+    m.dataMayChange = () => this.readAhead?.bump();
     // A read-only mount cannot write the lock table: its record locks stay the kernel's,
     // node-local (as every OCFS2 mount on o2cb keeps them).
     if (m.cluster && !m.readOnly) {
@@ -134,6 +139,7 @@ export class PosixFs implements FuseOps {
    * unlinked elsewhere would keep the inode (and its open lock) referenced.
    */
   private invalidateKernel(blkno: number): void {
+    this.readAhead?.bump();
     const notifier = this.notifier;
     if (!notifier) return;
     const ino = this.inoOf(blkno);
@@ -215,6 +221,9 @@ export class PosixFs implements FuseOps {
       } catch (e) {
         tx.abort();
         throw this.onError(e);
+      } finally {
+        // What was read ahead may predate this change.
+        if (write || o.localExclusive) this.readAhead?.bump();
       }
     };
     const cluster = this.m.cluster;
@@ -385,6 +394,7 @@ export class PosixFs implements FuseOps {
     else {
       this.lookups.delete(blkno);
       this.kernelNames.forgetInode(blkno);
+      this.readAhead?.forget(blkno);
     }
     if (left <= 0) void this.maybeRelease(blkno).catch((e) => this.m.log(`releasing inode ${blkno}: ${(e as Error).message}`));
   }
@@ -583,10 +593,24 @@ export class PosixFs implements FuseOps {
   }
 
   async read(_ctx: RequestContext, a: ReadArgs): Promise<Buffer> {
+    const ahead = this.readAhead;
+    if (!ahead) return this.readNow(a.ino, a.offsetBytes, a.sizeBytes);
+    const blkno = this.blknoOf(a.ino);
+    const sequential = ahead.arrive(blkno, a.offsetBytes, a.sizeBytes);
+    const data = (await ahead.take(blkno, a.offsetBytes, a.sizeBytes)) ?? (await this.readNow(a.ino, a.offsetBytes, a.sizeBytes));
+    ahead.after(blkno, sequential, (offset, size) => this.readNow(a.ino, offset, size, true));
+    return data;
+  }
+
+  /** Bytes [offset, offset + size) of a file, under its locks; `ahead`: null at or past the end. */
+  private async readNow(ino: number, offset: number, size: number, ahead: true): Promise<Buffer | null>;
+  private async readNow(ino: number, offset: number, size: number): Promise<Buffer>;
+  private async readNow(ino: number, offset: number, size: number, ahead = false): Promise<Buffer | null> {
     return this.run(false, async (tx) => {
-      const i = await this.inode(tx, a.ino);
-      await this.dataRanges(i, a.offsetBytes, a.offsetBytes + a.sizeBytes, 'PR');
-      return readFile(tx, i, a.offsetBytes, a.sizeBytes);
+      const i = await this.inode(tx, ino);
+      if (ahead && offset >= i.size) return null;
+      await this.dataRanges(i, offset, offset + size, 'PR');
+      return readFile(tx, i, offset, size);
     });
   }
 

@@ -131,6 +131,7 @@ export class MountedVolume {
         vol.forgetCoveredBy(blkno);
         mounted?.invalidateKernel(blkno);
       },
+      extentLeft: () => mounted?.dataMayChange(),
       attributes: (blkno, generation) => vol.heldInode(blkno, generation),
       holdsImage: (blkno) => vol.heldImage(blkno) !== null,
       // A node creating an inode asks for its open lock alongside its inode lock (two
@@ -269,6 +270,8 @@ export class MountedVolume {
   exclusive: <T>(fn: () => Promise<T>) => Promise<T> = (fn) => fn();
   /** Set by the filesystem above: the kernel forgets inode `blkno`'s attributes and the names in it (another node will change them). */
   invalidateKernel: (blkno: number) => void = () => undefined;
+  /** Set by the filesystem above: file data read so far may change on another node (an extent lock went). */
+  dataMayChange: () => void = () => undefined;
 
   /** Clean unmount: orphans freed, slot released, everything on disk. */
   async unmount(): Promise<void> {
