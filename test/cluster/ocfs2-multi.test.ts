@@ -15,6 +15,8 @@
 //   inode_reuse             unlinked on A while open on B, freed at B's close; A's next create
 //                           reuses the block: B and C read and append under the new inode's lock
 //   disjoint_writers        A and B write their halves of one file in 64 KiB pieces
+//   read_ahead              A reads a file in order (read ahead) while B overwrites ahead of
+//                           it and truncates it: A sees each change
 //   range_writers           A and B overwrite their halves of an 8 MiB file at once, C reads
 //   rename_race             A moves x into y while B moves y into x; three nodes race one file
 //   cross_delete            A builds a tree, B and C remove it concurrently
@@ -25,7 +27,7 @@
 // A step that times out (a lock never granted: the cluster is wedged) skips the cases after
 // it. O2FS_MULTI_ONLY=open_delete,... runs only the named cases; O2FS_MULTI_SEED replays.
 import t, { Test } from 'tap';
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import { abortFuse, isFuseMounted } from '../../fs/fuse/mount';
@@ -363,6 +365,50 @@ R = True
       t.equal(got.length, expect.length, `node ${i}: size`);
       t.ok(got.equals(expect), `node ${i}: every byte is what its writer wrote last${describeDiff(got, expect)}`);
     }
+  });
+
+  await timed('read_ahead', 'node 0 reads a 16 MiB file in order (read ahead: its mount caches no pages) while node 1 overwrites a piece ahead of it, then truncates it: node 0 sees each change', async (t) => {
+    // Node 0 fetches up to 4 MiB past its reads (fs/read-ahead.ts) under its inode and
+    // extent locks at PR; node 1's second overwrite takes the piece's extent lock at EX
+    // (the first and the truncate take the inode lock at EX): each must make node 0 drop
+    // what it fetched.
+    const MiB = 1 << 20;
+    const rel = path.join('read_ahead', 'f');
+    await fsp.mkdir(path.join(mp[1], 'read_ahead'));
+    let data = Buffer.alloc(16 * MiB);
+    for (let i = 0; i < data.length; i += 4) data.writeUInt32LE(i, i);
+    await fsp.writeFile(path.join(mp[1], rel), data);
+    const r = W[0][1];
+    await r.ok(`S['ra'] = os.open(os.path.join(args['mp'], args['rel']), os.O_RDONLY)`, { mp: r.mp, rel });
+    const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
+    const expectMiB = async (k: number, what: string): Promise<void> => {
+      const want = data.subarray(k * MiB, (k + 1) * MiB);
+      const got = await step(c, `node 0 reads MiB ${k}`, r.ok<[number, string]>(`import hashlib
+b = os.pread(S['ra'], 1 << 20, args['k'] << 20)
+R = [len(b), hashlib.sha256(b).hexdigest()]`, { k }));
+      t.same(got, [want.length, sha(want)], what);
+    };
+    const overwrite = async (fill: number): Promise<void> => {
+      const marker = Buffer.alloc(4096, fill);
+      const w = await fsp.open(path.join(mp[1], rel), 'r+');
+      await w.write(marker, 0, marker.length, 3 * MiB + 8192);
+      await w.close();
+      marker.copy(data, 3 * MiB + 8192);
+    };
+    await expectMiB(0, 'MiB 0');
+    await expectMiB(1, 'MiB 1 (node 0 now reads ahead)');
+    // The file's times are old by now: this overwrite takes the inode lock at EX.
+    await overwrite(0xa5);
+    await expectMiB(2, 'MiB 2');
+    // Times fresh: this one takes only the piece's extent lock at EX (while node 0 reads ahead).
+    await overwrite(0x5a);
+    await expectMiB(3, 'MiB 3 holds node 1\'s last overwrite');
+    await fsp.truncate(path.join(mp[1], rel), 5 * MiB + 100);
+    data = data.subarray(0, 5 * MiB + 100);
+    await expectMiB(4, 'MiB 4');
+    await expectMiB(5, 'MiB 5: the 100 bytes before node 1\'s new end');
+    await expectMiB(6, 'MiB 6: nothing');
+    await r.ok(`os.close(S.pop('ra'))`);
   });
 
   await timed('range_writers', 'nodes 0 and 1 overwrite their halves of an 8 MiB file at once (extent locks); node 2 reads meanwhile', async (t) => {

@@ -18,6 +18,8 @@ interface Node {
   locks: InodeLocks;
   checkpoints: number;
   invalidations: number;
+  /** host.extentLeft calls: an extent lock left its level (what was read under it may change). */
+  extentsLeft: number;
   /** Downconverts that failed (none may, until the test tears the network down). */
   errors: string[];
 }
@@ -30,11 +32,12 @@ function nodeOn(net: SimNet, num: number, gens: Generations = new Map()): Node {
   const errors: string[] = [];
   glue.onDownconvertError = (name, e) => void errors.push(`${name}: ${e.message}`);
   const node: Node = {
-    glue, dom, checkpoints: 0, invalidations: 0, errors,
+    glue, dom, checkpoints: 0, invalidations: 0, extentsLeft: 0, errors,
     locks: new InodeLocks(glue, {
       generation: async (blkno) => gens.get(blkno) ?? 1,
       checkpoint: async () => void (node.checkpoints += 1),
       invalidate: () => void (node.invalidations += 1),
+      extentLeft: () => void (node.extentsLeft += 1),
       log: () => undefined,
     }),
   };
@@ -292,6 +295,14 @@ t.test('extent locks: disjoint ranges of one inode are written at once, overlapp
     }),
   ]);
   t.notOk(overlap || exInside, 'M at EX never overlapped an extent writer');
+  // A reader's chunk wanted at EX elsewhere: the reader is told (fs/read-ahead.ts drops what it fetched).
+  await nodes[0].locks.run('PR', async () => {
+    await nodes[0].locks.reading(400);
+    await nodes[0].locks.ranges(400, 1, 0, C, 'PR');
+  });
+  const left = nodes[0].extentsLeft;
+  await write(nodes[1], 0, 1);
+  t.ok(nodes[0].extentsLeft > left, 'the node reading a chunk hears that its extent lock left, when another node writes it');
   await t.rejects(nodes[0].locks.run('EX', async () => {
     await nodes[0].locks.reading(400);
     await nodes[0].locks.ranges(400, 1, 0, 1, 'EX');
