@@ -7,15 +7,19 @@
 //     kernel the inode), and keeps the level cached after. The node removing the last link
 //     frees the inode only if O at EX is grantable at once (NOQUEUE, with NOQUEUEBAST so
 //     that nodes merely caching the level give it up; tried three times within ~15 ms):
-//     otherwise someone still has it open and it goes to the orphan directory. The name carries the inode's generation, so the open lock of an inode
-//     this node just created is new to every node: it is mastered here without asking
-//     anyone (LKF.LOCAL), which saves a create the mastery round trips.
+//     otherwise someone still has it open and it goes to the orphan directory. An inode no
+//     other node ever knew (its M lock made here at EX and never below since) needs no
+//     open lock to be freed. The name carries the inode's generation, so the open lock of
+//     an inode this node just created is new to every node: it is mastered here without
+//     asking anyone (LKF.LOCAL), and the lock manager hears of it only when this node gives
+//     up an inode lock (fs/dlmglue.ts lockNew): a file made and removed here costs none.
 //   - Orphans are freed at their last use, as OCFS2 does at the last iput: the node that
 //     parked an inode in its orphan directory tries once its kernel lets go of it, and a node
 //     that got a BAST at EX on an inode's open lock while referencing it (someone tried to
 //     free it: OCFS2's MAYBE_ORPHANED) tries at its own last use; each frees it only if no
-//     other node holds it open (the same NOQUEUE try at EX). What nobody freed that way (a
-//     node died, or the try lost a race) is left to the scan.
+//     other node holds it open (the same NOQUEUE try at EX, made before any inode lock and
+//     outside the node's exclusive section, tried five times within ~260 ms). What nobody
+//     freed that way (a node died, or the try lost a race) is left to the scan.
 //   - Orphan scan: every ORPHAN_SCAN_MS, ONE node of the cluster scans (OCFS2's orphan scan:
 //     each node takes the P lock at EX; its value block counts the scans done; a node that
 //     finds the count moved since it last looked leaves this period to whoever moved it).
@@ -58,6 +62,11 @@ import type { Volume } from './volume';
 export const ORPHAN_SCAN_MS = 5_000;
 /** Pauses between the tries of a freeing node for an inode's open lock at EX. */
 const OPEN_TRY_DELAYS_MS = [2, 10];
+/**
+ * The same for a free at last use (freeOrphan), which holds nothing while it waits: it
+ * can wait longer for nodes that are slow to give up a level they only cache.
+ */
+const LAST_USE_TRY_DELAYS_MS = [2, 10, 50, 200];
 /** How often a read-only mount looks whether a dead node's slot has been recovered. */
 const RO_RECOVERY_POLL_MS = 250;
 
@@ -249,6 +258,7 @@ export class ClusterState {
     if (this.h.locks.ownSinceCreated(blkno, generation)) {
       await then();
       this.giveBackUnlessReferenced(blkno, res);
+      this.h.locks.freed(blkno, generation);
       return true;
     }
     const held = await this.tryOpenExclusive(res);
@@ -267,14 +277,14 @@ export class ClusterState {
    * (they looked the inode up once) give it up when nudged; a node that references it
    * keeps it. So: a try, and two more a moment later.
    */
-  private async tryOpenExclusive(res: LockRes): Promise<LockHandle | null> {
+  private async tryOpenExclusive(res: LockRes, delaysMs: readonly number[] = OPEN_TRY_DELAYS_MS): Promise<LockHandle | null> {
     for (let attempt = 0; ; attempt++) {
       try {
         return await this.h.glue.lock(res, 'EX', { noqueue: true, nudge: true });
       } catch (e) {
         if (!(e instanceof FsError && e.errno === 'EAGAIN')) throw e;
-        if (attempt >= OPEN_TRY_DELAYS_MS.length) return null;
-        await new Promise((resolve) => setTimeout(resolve, OPEN_TRY_DELAYS_MS[attempt]));
+        if (attempt >= delaysMs.length) return null;
+        await new Promise((resolve) => setTimeout(resolve, delaysMs[attempt]));
       }
     }
   }
@@ -309,7 +319,7 @@ export class ClusterState {
     const res = this.openRes(blkno, generation);
     let held: LockHandle | null = null;
     if (!this.h.locks.ownSinceCreated(blkno, generation)) {
-      held = await this.tryOpenExclusive(res);
+      held = await this.tryOpenExclusive(res, LAST_USE_TRY_DELAYS_MS);
       if (!held) return false;
     }
     try {
@@ -325,6 +335,7 @@ export class ClusterState {
         await releaseOrphan(tx, ctx, orphanDir, orphanName(blkno), i, `orphan directory of slot ${i.orphanedSlot}`);
         await tx.commit();
         this.orphansFreed.atLastUse += 1;
+        this.h.locks.freed(blkno, generation);
         return true;
       }, { wrap: (f) => this.h.exclusive(f) });
     } finally {

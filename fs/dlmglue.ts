@@ -334,6 +334,11 @@ export class DlmGlue {
     if (res.type === 'M') this.registerNew();
   }
 
+  /** Was `res` made by lockNew and not told to the lock manager yet? */
+  isUnregistered(res: LockRes): boolean {
+    return this.unregistered.has(res);
+  }
+
   /** Tells the lock manager of every lock made by lockNew so far (see there). */
   registerNew(): void {
     const all = [...this.unregistered];
@@ -466,9 +471,14 @@ export class DlmGlue {
    */
   async dropIfIdle(res: LockRes, before: (level: LockMode, told: boolean) => Promise<void>): Promise<boolean> {
     if (this.unregistered.has(res) && res.holdersEx + res.holdersPr === 0 && this.keeps(res)) {
-      // Nobody else knows it, so nobody can take it while `before` runs.
+      // It leaves the cache first, as below; nobody else knows it, so nobody else can take
+      // it while `before` runs.
+      this.resources.delete(res.name);
       await before(res.certain ?? 'NL', false);
-      return this.forgetUnregistered(res);
+      if (this.forgetUnregistered(res)) return true;
+      // Held again meanwhile through a reference kept elsewhere: it stays.
+      if (!this.resources.has(res.name)) this.resources.set(res.name, res);
+      return false;
     }
     if (res.busy || res.cancelling || res.holdersEx + res.holdersPr > 0 || !this.keeps(res)) return false;
     this.resources.delete(res.name);

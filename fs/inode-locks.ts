@@ -268,6 +268,17 @@ export class InodeLocks {
   }
 
   /**
+   * Inode `blkno` of `generation` was freed. If the lock manager never heard of its lock (a
+   * new lock: DlmGlue.lockNew), it goes at once, so that it is not told of it later for
+   * nothing; a lock others know stays cached (giving it back costs a checkpoint). Called
+   * in the scope that freed it: the lock goes when the scope ends (maybeTrim).
+   */
+  freed(blkno: number, generation: number): void {
+    const res = this.glue.cached(lockName(LOCK_TYPE.meta, blkno, generation));
+    if (res && this.glue.isUnregistered(res)) this.retired.push({ blkno, res });
+  }
+
+  /**
    * A transaction is about to commit a change of inode `blkno` (of `generation`): the scope
    * must hold it at EX. Only an inode the transaction `created` may be unlocked until now
    * (nobody else can know it yet: its lock is made here).

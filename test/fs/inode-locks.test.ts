@@ -8,6 +8,7 @@ import t, { Test } from 'tap';
 import type { DlmGlue } from '../../fs/dlmglue';
 import { EXTENT_CHUNK_BYTES, InodeLocks, Restart } from '../../fs/inode-locks';
 import { InodeLvb, decodeInodeLvb, encodeInodeLvb } from '../../fs/inode-lvb';
+import { LOCK_TYPE, lockName } from '../../fs/lock-names';
 import type { DlmDomain } from '../../dlm/o2cb/o2dlm/domain';
 import { glueOn, joinAll } from '../dlm/sim-glue';
 import { SimNet, prng } from '../dlm/simnet';
@@ -461,4 +462,31 @@ t.test('inode value blocks: a stat after another node\'s change is answered with
   t.ok(trusted.every((x) => x > 0), `every node answered stats from value blocks (${trusted.join('/')})`);
   t.ok(published.every((x) => x > 0), `every node published value blocks leaving EX (${published.join('/')})`);
   t.ok(nodes.every((n) => n.locks.stats.evicted > 0), `every node gave locks back (${nodes.map((n) => n.locks.stats.evicted).join('/')})`);
+});
+
+t.test('an inode made and freed here: its new lock is never told to the lock manager, and goes when the freeing scope ends', async (t) => {
+  const gens: Generations = new Map([[700, 3]]);
+  const { nodes } = await joinedWorld(t, { nodes: 2, seed: 13, delayMaxMs: 2 }, gens);
+  const n = nodes[0];
+  const before = n.glue.stackRequests;
+  await n.locks.run('EX', async () => void (await n.locks.writing(700, 3, true)));
+  const name = lockName(LOCK_TYPE.meta, 700, 3);
+  t.ok(n.locks.ownSinceCreated(700, 3), 'nobody else ever knew it');
+  await n.locks.run('EX', async () => {
+    await n.locks.reading(700);
+    n.locks.freed(700, 3);
+    t.ok(n.glue.cached(name), 'still held while the scope runs');
+  });
+  await n.locks.settle();
+  t.equal(n.glue.cached(name), undefined, 'gone once the scope ended');
+  t.equal(n.glue.stackRequests - before, 0, 'not one request');
+  t.equal(n.checkpoints, 0, 'and no checkpoint (no other node can take it)');
+  // A lock the lock manager knows stays cached when its inode is freed.
+  await n.locks.run('EX', async () => void (await n.locks.reading(701)));
+  await n.locks.run('EX', async () => {
+    await n.locks.reading(701);
+    n.locks.freed(701, 1);
+  });
+  await n.locks.settle();
+  t.ok(n.glue.cached(lockName(LOCK_TYPE.meta, 701, 1)), 'a known lock stays cached');
 });

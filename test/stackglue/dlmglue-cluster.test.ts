@@ -118,6 +118,8 @@ t.test('exclusiveSinceNew: only a lock made here at EX as a new name, until anot
   const net = new SimNet({ nodes: 2, seed: 8, delayMaxMs: 3 });
   const nodes = await joinAll(t, net, [glueOn(net, 0), glueOn(net, 1)]);
   const [a, b] = nodes.map((n) => n.glue);
+  const errors: string[] = [];
+  for (const g of [a, b]) g.onDownconvertError = (name, e) => void errors.push(`${name}: ${e.message}`);
   const created = a.resource('M0000000000000000000004000000ab');
   (await a.lock(created, 'EX', { local: true })).release();
   t.ok(created.exclusiveSinceNew, 'made here at EX, cached with no holder: still nobody else\'s');
@@ -137,4 +139,6 @@ t.test('exclusiveSinceNew: only a lock made here at EX as a new name, until anot
   t.notOk(created.exclusiveSinceNew, 'cleared once the level left EX');
   (await a.lock(created, 'EX')).release();
   t.notOk(created.exclusiveSinceNew, 'and EX again later does not bring it back');
+  await net.sleep(50);
+  t.same(errors, [], 'no downconvert failed');
 });
