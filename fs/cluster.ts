@@ -275,7 +275,7 @@ export class ClusterState {
   /**
    * O at EX if it is grantable now (NOQUEUE), else null. Nodes that only cache the level
    * (they looked the inode up once) give it up when nudged; a node that references it
-   * keeps it. So: a try, and two more a moment later.
+   * keeps it. So: a try, and one more after each of `delaysMs`.
    */
   private async tryOpenExclusive(res: LockRes, delaysMs: readonly number[] = OPEN_TRY_DELAYS_MS): Promise<LockHandle | null> {
     for (let attempt = 0; ; attempt++) {

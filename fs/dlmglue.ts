@@ -373,12 +373,17 @@ export class DlmGlue {
     if (!this.unregistered.has(res) || res.holdersEx + res.holdersPr > 0) return false;
     this.unregistered.delete(res);
     if (this.resources.get(res.name) === res) this.resources.delete(res.name);
+    this.forgotten(res);
+    return true;
+  }
+
+  /** A new lock left unregistered and out of the cache: as if it had been unlocked. */
+  private forgotten(res: LockRes): void {
     res.busy = false;
     res.upconverting = null;
     res.certain = null;
     res.exclusiveSinceNew = false;
     res.wake();
-    return true;
   }
 
   private hold(res: LockRes, mode: 'PR' | 'EX'): LockHandle {
@@ -471,12 +476,17 @@ export class DlmGlue {
    */
   async dropIfIdle(res: LockRes, before: (level: LockMode, told: boolean) => Promise<void>): Promise<boolean> {
     if (this.unregistered.has(res) && res.holdersEx + res.holdersPr === 0 && this.keeps(res)) {
-      // It leaves the cache first, as below; nobody else knows it, so nobody else can take
-      // it while `before` runs.
+      // It leaves the cache (and the locks to register) first, as below; nobody else knows
+      // it, so nobody else can take it while `before` runs.
       this.resources.delete(res.name);
+      this.unregistered.delete(res);
       await before(res.certain ?? 'NL', false);
-      if (this.forgetUnregistered(res)) return true;
-      // Held again meanwhile through a reference kept elsewhere: it stays.
+      if (res.holdersEx + res.holdersPr === 0) {
+        this.forgotten(res);
+        return true;
+      }
+      // Held again meanwhile through a reference kept elsewhere: it stays, still new.
+      this.unregistered.add(res);
       if (!this.resources.has(res.name)) this.resources.set(res.name, res);
       return false;
     }

@@ -1,8 +1,9 @@
 // Read-ahead for mounts whose kernel caches no pages (cluster mounts, -o nokernelcache):
 // there each read(2) is one READ, sent only when the reader asks, so a sequential reader
 // waits for the device on every request. When a READ continues where the last one of its
-// inode ended, the next as many bytes are read in the background (under their own lock
-// scope: the caller's `fetch`), and the READ that asks for them is answered from memory.
+// inode ended, up to READ_AHEAD_WINDOW_BYTES past it are read in the background,
+// READ_AHEAD_CHUNK_BYTES at a time (each under its own lock scope: the caller's `fetch`),
+// and the READs that ask for them are answered from memory.
 //
 // Validity: one epoch for the whole mount. It moves whenever data read so far may no
 // longer be what the disk says: any change made on this node (every changing operation,
