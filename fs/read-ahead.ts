@@ -68,23 +68,30 @@ export class ReadAhead {
   }
 
   /**
-   * The bytes [offset, offset + size) of inode `blkno` if the oldest fetch holds them (null
-   * otherwise); a fetch goes once a READ reaches its end. A shorter buffer means the file
-   * ended there when they were read.
+   * The bytes [offset, offset + size) of inode `blkno` if the oldest fetches hold them (null
+   * otherwise): a READ may span two, since fetches start where the READs before them
+   * ended, not where the next READ will. A fetch goes once a READ reaches its end. A
+   * shorter buffer means the file ended there when they were read.
    */
   async take(blkno: number, offset: number, size: number): Promise<Buffer | null> {
     const s = this.streams.get(blkno);
-    const a = s?.ahead[0];
-    if (!s || !a || offset < a.offset || offset >= a.offset + a.size) return null;
-    if (offset + size >= a.offset + a.size) s.ahead.shift();
-    if (a.epoch !== this.epoch) return this.drop(s);
-    const data = await a.data;
-    const at = offset - a.offset;
-    if (data === null || a.epoch !== this.epoch) return this.drop(s);
-    // Past this fetch (and not because the file ends): the next one has the rest; read it all.
-    if (data.length < at + size && data.length === a.size) return null;
+    if (!s) return null;
+    const end = offset + size;
+    const pieces: Buffer[] = [];
+    for (let pos = offset; pos < end;) {
+      const a = s.ahead[0];
+      if (!a || pos < a.offset || pos >= a.offset + a.size) return pieces.length > 0 ? this.drop(s) : null;
+      if (end >= a.offset + a.size) s.ahead.shift();
+      const data = a.epoch === this.epoch ? await a.data : null;
+      if (data === null || a.epoch !== this.epoch) return this.drop(s);
+      const from = pos - a.offset;
+      const to = Math.min(end - a.offset, data.length);
+      if (from < to) pieces.push(data.subarray(from, to));
+      if (data.length < a.size) break; // the file ended inside this fetch
+      pos = a.offset + a.size;
+    }
     this.stats.served += 1;
-    return data.subarray(Math.min(at, data.length), Math.min(at + size, data.length));
+    return pieces.length === 1 ? pieces[0] : Buffer.concat(pieces);
   }
 
   private drop(s: Stream): null {

@@ -369,9 +369,10 @@ R = True
 
   await timed('read_ahead', 'node 0 reads a 16 MiB file in order (read ahead: its mount caches no pages) while node 1 overwrites a piece ahead of it, then truncates it: node 0 sees each change', async (t) => {
     // Node 0 fetches up to 4 MiB past its reads (fs/read-ahead.ts) under its inode and
-    // extent locks at PR; node 1's second overwrite takes the piece's extent lock at EX
-    // (the first and the truncate take the inode lock at EX): each must make node 0 drop
-    // what it fetched.
+    // extent locks at PR. Node 1's overwrites take the piece's extent lock at EX while the
+    // file's times are under a second old (as here: removing the extent lock's hook fails
+    // this case), its inode lock at EX otherwise; its truncate takes the inode lock at EX.
+    // Each must make node 0 drop what it fetched.
     const MiB = 1 << 20;
     const rel = path.join('read_ahead', 'f');
     await fsp.mkdir(path.join(mp[1], 'read_ahead'));
@@ -397,10 +398,8 @@ R = [len(b), hashlib.sha256(b).hexdigest()]`, { k }));
     };
     await expectMiB(0, 'MiB 0');
     await expectMiB(1, 'MiB 1 (node 0 now reads ahead)');
-    // The file's times are old by now: this overwrite takes the inode lock at EX.
     await overwrite(0xa5);
     await expectMiB(2, 'MiB 2');
-    // Times fresh: this one takes only the piece's extent lock at EX (while node 0 reads ahead).
     await overwrite(0x5a);
     await expectMiB(3, 'MiB 3 holds node 1\'s last overwrite');
     await fsp.truncate(path.join(mp[1], rel), 5 * MiB + 100);

@@ -71,7 +71,22 @@ t.test('READs split below the fetch size (an unaligned buffer) are answered from
       expectBytes(t, r.data, o, 0, `[${o}, +${n}) right`);
     }
   }
-  t.ok(served >= 16, `${served} of 20 READs from fetches`);
+  t.ok(served >= 17, `${served} of 20 READs from fetches`);
+});
+
+t.test('READs that straddle two fetches are answered from both', async (t) => {
+  const w = world();
+  // A small first READ puts every later 1 MiB READ across a fetch boundary.
+  await read(w, 0, 100);
+  let served = 0;
+  for (let k = 0; k < 12; k++) {
+    const o = 100 + k * CHUNK;
+    const r = await read(w, o, CHUNK);
+    if (r.served) served++;
+    expectBytes(t, r.data, o, 0, `[${o}, +1 MiB) right`);
+    t.equal(r.data.length, CHUNK, `[${o}, +1 MiB) whole`);
+  }
+  t.ok(served >= 10, `${served} of 12 READs from fetches`);
 });
 
 t.test('a moved epoch drops what was fetched before it', async (t) => {
