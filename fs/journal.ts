@@ -183,25 +183,29 @@ export class Journal {
     const targets = [...images.keys()];
     const need = needFor(targets.length, revokes.length);
     if (need > this.total - 2 - this.used()) {
-      this.inflight = null;
-      for (const [b, img] of images) if (!this.running.has(b)) this.running.set(b, img);
-      this.runningFrees.push(...this.inflightFrees);
-      this.inflightFrees = [];
-      this.runningOrdered ||= ordered;
+      this.putBack(images, revokes, ordered);
       throw new FsError('ENOSPC', `transaction of ${need} blocks does not fit the ${this.total}-block journal`);
     }
     try {
       return await this.writeTransaction(images, targets, revokes, ordered);
     } catch (e) {
-      // Not committed: the blocks go back to the running transaction (unless newer there).
-      for (const [b, img] of images) if (!this.running.has(b)) this.running.set(b, img);
-      for (const b of revokes) this.runningRevokes.add(b);
-      this.runningOrdered ||= ordered;
-      this.runningFrees.push(...this.inflightFrees);
-      this.inflightFrees = [];
-      this.inflight = null;
+      this.putBack(images, revokes, ordered);
       throw e;
     }
+  }
+
+  /**
+   * A snapshot that was not committed goes back into the running transaction: its images
+   * and revokes unless that block changed there since (a newer image, or freed again), its
+   * cluster frees, its need for ordered data.
+   */
+  private putBack(images: Map<number, Buffer>, revokes: readonly number[], ordered: boolean): void {
+    for (const [b, img] of images) if (!this.running.has(b) && !this.runningRevokes.has(b)) this.running.set(b, img);
+    for (const b of revokes) if (!this.running.has(b)) this.runningRevokes.add(b);
+    this.runningOrdered ||= ordered;
+    this.runningFrees.push(...this.inflightFrees);
+    this.inflightFrees = [];
+    this.inflight = null;
   }
 
   /**

@@ -171,6 +171,52 @@ t.test('a torn transaction and a bad commit checksum are ignored', async (t) => 
   }
 });
 
+t.test('a commit that fails (device error, or too big for the log) leaves its blocks, revokes and ordered data to the next', async (t) => {
+  const { base, scratch } = await setup();
+  t.teardown(() => base.close());
+  const { lower, dev, vol, j } = await journaled(base);
+  const [a, b] = scratch;
+  j.add(new Map([[a, image(vol, a, 11)]]), new Set());
+  await j.commit();
+  // Free a, change b; the commit's first write fails.
+  j.add(new Map([[b, image(vol, b, 12)]]), new Set([a]), [], true);
+  const write = dev.write.bind(dev);
+  const flush = dev.flush.bind(dev);
+  let fail = true;
+  dev.write = async (offsetBytes: number, data: Buffer): Promise<void> => {
+    if (fail) {
+      fail = false;
+      throw new Error('injected write error');
+    }
+    return write(offsetBytes, data);
+  };
+  await t.rejects(j.commit(), /injected/);
+  let flushes = 0;
+  dev.flush = async (): Promise<void> => {
+    flushes += 1;
+    return flush();
+  };
+  t.equal(await j.commit(), true, 'the next commit carries it');
+  t.equal(flushes, 2, 'still with the flush ordered data asks for');
+  await dev.write(a * vol.geo.blockSize, Buffer.alloc(vol.geo.blockSize, 0x77));
+  await dev.flush();
+  await dev.powerCut({ keep: 'none' });
+  const vol2 = await Volume.open(lower);
+  const r = await (await Journal.open(vol2, 0)).replay();
+  t.equal(r.revoked, 1, 'the revoke was kept');
+  t.same((await lower.read(a * vol.geo.blockSize, vol.geo.blockSize)).subarray(0, 8), Buffer.alloc(8, 0x77), 'the freed block left alone');
+  t.equal(await readTag(lower, vol2, b), 12, 'b replayed');
+
+  // Too big for the log: refused, and nothing of it lost either.
+  const big = await journaled(base);
+  const images = new Map(scratch.slice(0, 590).map((x) => [x, image(big.vol, x, 5)]));
+  for (let k = 0; k < 500; k++) images.set(scratch[0] - 2000 - k, image(big.vol, scratch[0] - 2000 - k, 6));
+  big.j.add(images, new Set([scratch[599]]));
+  await t.rejects(big.j.commit(), /does not fit/);
+  t.equal(big.j.runningBlocks, images.size, 'the images are still to commit');
+  t.ok((big.j as unknown as { runningRevokes: Set<number> }).runningRevokes.has(scratch[599]), 'and the revoke');
+});
+
 t.test('ordered data: a flush between file data and the commit record only when the transaction asks', async (t) => {
   for (const ordered of [false, true]) {
     const { base, scratch } = await setup();
