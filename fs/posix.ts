@@ -139,7 +139,6 @@ export class PosixFs implements FuseOps {
    * unlinked elsewhere would keep the inode (and its open lock) referenced.
    */
   private invalidateKernel(blkno: number): void {
-    this.readAhead?.bump();
     const notifier = this.notifier;
     if (!notifier) return;
     const ino = this.inoOf(blkno);

@@ -130,6 +130,7 @@ export class MountedVolume {
       invalidate: (blkno) => {
         vol.forgetCoveredBy(blkno);
         mounted?.invalidateKernel(blkno);
+        mounted?.dataMayChange();
       },
       extentLeft: () => mounted?.dataMayChange(),
       attributes: (blkno, generation) => vol.heldInode(blkno, generation),
@@ -270,7 +271,7 @@ export class MountedVolume {
   exclusive: <T>(fn: () => Promise<T>) => Promise<T> = (fn) => fn();
   /** Set by the filesystem above: the kernel forgets inode `blkno`'s attributes and the names in it (another node will change them). */
   invalidateKernel: (blkno: number) => void = () => undefined;
-  /** Set by the filesystem above: file data read so far may change on another node (an extent lock went). */
+  /** Set by the filesystem above: file data read so far may change on another node (an inode or extent lock went). */
   dataMayChange: () => void = () => undefined;
 
   /** Clean unmount: orphans freed, slot released, everything on disk. */
